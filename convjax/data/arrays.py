@@ -1,0 +1,74 @@
+"""In-memory datasets: uint8 NHWC images and int32 labels, and how to split them.
+
+Pure (numpy only, no I/O). Every source (tfds, image folders, user arrays) ends up as an
+`ArraySource`, so the loader and the loop never care where the data came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ArraySource:
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray  # int32 (N,)
+    class_names: tuple[str, ...]
+
+    def __post_init__(self):
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be (N, H, W, C), got shape {self.images.shape}")
+        if self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 pixels, got dtype {self.images.dtype}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(
+                f"labels must have shape ({len(self.images)},), got {self.labels.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, indices: np.ndarray) -> ArraySource:
+        return ArraySource(self.images[indices], self.labels[indices], self.class_names)
+
+    def sample(self, n: int, seed: int) -> ArraySource:
+        """`n` examples drawn without replacement (all when n <= 0 or n >= len), in their
+        original order. Random, not the first n: folder sources are sorted by class."""
+        if n <= 0 or n >= len(self):
+            return self
+        picked = np.random.default_rng(seed).choice(len(self), n, replace=False)
+        return self.subset(np.sort(picked))
+
+
+def from_arrays(images, labels, class_names: tuple[str, ...] | None = None) -> ArraySource:
+    """Wraps user arrays (e.g. Keras-style `x_train, y_train`), checking shapes and dtypes."""
+    images = np.asarray(images)
+    if images.ndim == 3:  # (N, H, W) grayscale, as MNIST ships
+        images = images[..., None]
+    labels = np.asarray(labels).reshape(-1).astype(np.int32)
+    if class_names is None:
+        class_names = tuple(str(i) for i in range(int(labels.max()) + 1))
+    return ArraySource(images, labels, tuple(class_names))
+
+
+def split_validation(
+    source: ArraySource, fraction: float, seed: int
+) -> tuple[ArraySource, ArraySource | None]:
+    """Holds out `fraction` of the examples (shuffled with `seed`) for validation.
+
+    Unlike Keras's `validation_split` in `fit` (which takes the *last* examples unshuffled),
+    the split is random, so sorted-by-class sources still get every class in both halves.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return source, None
+    order = np.random.default_rng(seed).permutation(len(source))
+    n_val = max(1, int(round(fraction * len(source))))
+    return source.subset(np.sort(order[n_val:])), source.subset(np.sort(order[:n_val]))

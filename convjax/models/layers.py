@@ -1,0 +1,84 @@
+"""Conv and pooling layers with alternative formulations that are faster on XLA:CPU.
+
+Pure. Each alternative computes the same function as the standard Flax/lax layer (tests
+compare them); they exist because XLA:CPU is slow at two gradients that CNN training needs:
+
+- conv weight-gradients (~5x the forward) -> `im2col`: gather the k*k shifted views into one
+  patch tensor, so forward and both gradients are plain matrix products, which XLA:CPU runs
+  through its fast dot kernels;
+- the max-pool gradient (`select_and_scatter`, ~45x its forward here) -> `reshape`: for
+  2x2/stride-2 pooling a max over a reshaped axis, whose gradient is an elementwise mask.
+
+Measured effect: see benchmarks/README.md. On GPU/TPU the standard layers are the right default.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _same_padding(kernel_size: int) -> tuple[int, int]:
+    # Matches lax "SAME" for stride 1: the extra pixel (even kernels) goes after.
+    total = kernel_size - 1
+    return total // 2, total - total // 2
+
+
+def extract_patches(x_bhwc: jax.Array, kernel_size: int, padding: str) -> jax.Array:
+    """(B, H, W, C) -> (B, H', W', k*k*C) patches, ordered (dy, dx, c) like an HWIO kernel."""
+    if padding.upper() == "SAME":
+        lo, hi = _same_padding(kernel_size)
+        x_bhwc = jnp.pad(x_bhwc, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    elif padding.upper() != "VALID":
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    out_h = x_bhwc.shape[1] - kernel_size + 1
+    out_w = x_bhwc.shape[2] - kernel_size + 1
+    views = [
+        x_bhwc[:, dy : dy + out_h, dx : dx + out_w, :]
+        for dy in range(kernel_size)
+        for dx in range(kernel_size)
+    ]
+    return jnp.concatenate(views, axis=-1)
+
+
+class Conv2D(nn.Module):
+    """Stride-1 square conv with bias; parameters named and shaped exactly like `nn.Conv`."""
+
+    features: int
+    kernel_size: int = 3
+    padding: str = "SAME"
+    impl: str = "xla"  # "xla" or "im2col"
+
+    @nn.compact
+    def __call__(self, x_bhwc: jax.Array) -> jax.Array:
+        if self.impl not in ("xla", "im2col"):
+            raise ValueError(f"conv_impl must be 'xla' or 'im2col', got {self.impl!r}")
+        in_ch = x_bhwc.shape[-1]
+        kernel_shape = (self.kernel_size, self.kernel_size, in_ch, self.features)
+        # Same initialisers and names as nn.Conv, so both impls share one parameter tree.
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), kernel_shape)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        if self.impl == "xla":
+            y = jax.lax.conv_general_dilated(
+                x_bhwc, kernel, (1, 1), self.padding.upper(),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+            return y + bias
+        patches = extract_patches(x_bhwc, self.kernel_size, self.padding)
+        return patches @ kernel.reshape(-1, self.features) + bias
+
+
+def pool2x2(x_bhwc: jax.Array, kind: str, impl: str = "xla") -> jax.Array:
+    """2x2 pooling with stride 2 (Keras MaxPooling2D()/AveragePooling2D() defaults)."""
+    if kind not in ("max", "avg"):
+        raise ValueError(f"pool must be 'max', 'avg' or 'none', got {kind!r}")
+    if impl == "xla":
+        pool = nn.max_pool if kind == "max" else nn.avg_pool
+        return pool(x_bhwc, (2, 2), strides=(2, 2))
+    if impl != "reshape":
+        raise ValueError(f"pool_impl must be 'xla' or 'reshape', got {impl!r}")
+    b, h, w, c = x_bhwc.shape
+    # Keras 'valid' pooling drops an odd last row/column; do the same before reshaping.
+    x = x_bhwc[:, : h - h % 2, : w - w % 2, :].reshape(b, h // 2, 2, w // 2, 2, c)
+    return x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))

@@ -1,0 +1,81 @@
+"""The train state: every array that changes during a run, as one pytree.
+
+Pure. Unlike `flax.training.train_state.TrainState`, this holds no functions (no `apply_fn`,
+no `tx`): the model and optimizer are bound into the step with `functools.partial`, so the
+state is plain data that Orbax saves and restores as is, and that jit never re-traces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+PyTree = Any
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 number of optimizer updates applied so far
+    params: PyTree  # trainable parameters ("params" collection)
+    batch_stats: PyTree  # BatchNorm running statistics ({} when the model has none)
+    opt_state: optax.OptState  # includes the injected learning rate
+    rng: jax.Array  # base key; each step folds in the step number
+    lr_scale: jax.Array  # float32 multiplier on the schedule (ReduceLROnPlateau et al.)
+    ema_params: PyTree  # exponential moving average of params, or None when disabled
+
+    @property
+    def learning_rate(self) -> jax.Array:
+        """The learning rate used by the most recent update (from the optimizer state)."""
+        return find_learning_rate(self.opt_state)
+
+
+def find_learning_rate(opt_state: optax.OptState) -> jax.Array | None:
+    """The first injected `learning_rate` found in a (possibly nested) optimizer state."""
+    if isinstance(opt_state, optax.InjectHyperparamsState):
+        return opt_state.hyperparams.get("learning_rate")
+    if isinstance(opt_state, dict):
+        children = list(opt_state.values())
+    elif isinstance(opt_state, (tuple, list)):
+        children = list(opt_state)
+    else:
+        children = []
+    for child in children:
+        found = find_learning_rate(child)
+        if found is not None:
+            return found
+    return None
+
+
+def init_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    input_shape: tuple[int, ...],
+    ema: bool = False,
+) -> TrainState:
+    """Initialises parameters from `key` for inputs of `input_shape` (without batch axis)."""
+    init_key, state_key = jax.random.split(key)
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    variables = model.init(init_key, dummy, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=state_key,
+        lr_scale=jnp.ones((), jnp.float32),
+        ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+    )
+
+
+def eval_params(state: TrainState, use_ema: bool) -> PyTree:
+    """The parameters to evaluate with: the EMA when asked for and kept, else the raw ones."""
+    if use_ema and state.ema_params is not None:
+        return state.ema_params
+    return state.params

@@ -1,0 +1,97 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from convjax.config import ModelConfig
+from convjax.models import CNN, count_params, l2_penalty, layer_table, summary
+from convjax.models.layers import extract_patches, pool2x2
+
+# The course's Keras tables. Update only if the course's models change.
+MNIST_MODEL = ModelConfig(
+    conv_filters=(32,), convs_per_block=1, padding="SAME", pool="max", dropout=0.0,
+    dense=(128,), dense_dropout=0.0, num_classes=10,
+)
+
+
+def test_single_conv_layer_golden():
+    cfg = ModelConfig(conv_filters=(32,), convs_per_block=1, pool="none", dropout=0.0,
+                      dense=(), num_classes=10)
+    first = layer_table(CNN(cfg), (28, 28, 3))[0]
+    assert first.name == "conv0_0"
+    assert first.output_shape == (28, 28, 32)
+    assert first.params == 896  # 3*3*3*32 + 32
+
+
+def test_course_mnist_model_golden():
+    rows = layer_table(CNN(MNIST_MODEL), (28, 28, 1))
+    assert [(r.name, r.params) for r in rows] == [
+        ("conv0_0", 320), ("dense0", 802_944), ("logits", 1_290)
+    ]
+    assert [r.output_shape for r in rows] == [(28, 28, 32), (128,), (10,)]
+    text = summary(CNN(MNIST_MODEL), (28, 28, 1))
+    assert "Total params: 804,554" in text
+
+
+def test_batch_norm_counts_non_trainable():
+    cfg = ModelConfig(conv_filters=(8,), convs_per_block=1, batch_norm=True, dense=())
+    rows = {r.name: r for r in layer_table(CNN(cfg), (8, 8, 3))}
+    assert rows["bn0_0"].params == 16 and rows["bn0_0"].non_trainable == 16
+    assert "Non-trainable params: 16" in summary(CNN(cfg), (8, 8, 3))
+
+
+def test_valid_padding_shrinks():
+    cfg = ModelConfig(conv_filters=(4,), convs_per_block=2, padding="VALID", pool="avg",
+                      dropout=0.0, dense=())
+    assert layer_table(CNN(cfg), (10, 10, 1))[1].output_shape == (6, 6, 4)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 5])
+def test_im2col_conv_is_the_same_function(padding, kernel):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
+    base = ModelConfig(conv_filters=(5,), convs_per_block=1, kernel_size=kernel,
+                       padding=padding, pool="none", dropout=0.0, dense=())
+    fast = base.__class__(**{**base.__dict__, "conv_impl": "im2col"})
+    variables = CNN(base).init(jax.random.key(1), x)
+    # One parameter tree serves both implementations.
+    y_ref = CNN(base).apply(variables, x)
+    y_fast = CNN(fast).apply(variables, x)
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-5, atol=1e-5)
+    g_ref = jax.grad(lambda v: CNN(base).apply(v, x).sum())(variables)
+    g_fast = jax.grad(lambda v: CNN(fast).apply(v, x).sum())(variables)
+    for a, b in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_fast)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_reshape_pool_is_the_same_function(kind):
+    x = jax.random.normal(jax.random.key(0), (2, 7, 6, 3))  # odd height: last row dropped
+    ref = pool2x2(x, kind, "xla")
+    fast = pool2x2(x, kind, "reshape")
+    assert fast.shape == ref.shape == (2, 3, 3, 3)
+    np.testing.assert_allclose(fast, ref, rtol=1e-6)
+    # Without ties (random floats) the gradients agree too.
+    g_ref = jax.grad(lambda v: (pool2x2(v, kind, "xla") ** 2).sum())(x)
+    g_fast = jax.grad(lambda v: (pool2x2(v, kind, "reshape") ** 2).sum())(x)
+    np.testing.assert_allclose(g_fast, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_patches_order_matches_hwio_kernel():
+    x = jnp.arange(1 * 3 * 3 * 2, dtype=jnp.float32).reshape(1, 3, 3, 2)
+    patches = extract_patches(x, 3, "VALID")
+    np.testing.assert_array_equal(patches.reshape(-1), x.reshape(-1))
+
+
+def test_l2_penalty_counts_kernels_only():
+    params = {"conv": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.ones(3)},
+              "bn": {"scale": jnp.ones(3)}}
+    assert float(l2_penalty(params)) == 16.0
+    assert count_params(params) == 10
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="pool"):
+        layer_table(CNN(ModelConfig(pool="median")), (8, 8, 3))
+    with pytest.raises(ValueError, match="conv_impl"):
+        layer_table(CNN(ModelConfig(conv_impl="fft")), (8, 8, 3))
