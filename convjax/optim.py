@@ -59,13 +59,20 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     raise ValueError(f"unknown optim.name {cfg.name!r}; choose sgd, adam or adamw")
 
 
+def is_injected(opt_state: optax.OptState) -> bool:
+    """True for the state of an `inject_hyperparams` transform. Duck-typed: optax has two
+    such classes (InjectHyperparamsState, InjectStatefulHyperparamsState), both NamedTuples
+    with a `hyperparams` dict."""
+    return isinstance(opt_state, tuple) and isinstance(getattr(opt_state, "hyperparams", None), dict)
+
+
 def with_learning_rate(opt_state: optax.OptState, lr: jnp.ndarray) -> optax.OptState:
     """Returns `opt_state` (from `inject_hyperparams`) with its learning rate replaced.
 
     Works through `optax.multi_transform` (used for freezing) by updating every injected
     state that has a learning rate.
     """
-    if isinstance(opt_state, optax.InjectHyperparamsState):
+    if is_injected(opt_state):
         hyper = dict(opt_state.hyperparams)
         if "learning_rate" in hyper:
             hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)

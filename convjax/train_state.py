@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from convjax.optim import is_injected
+
 PyTree = Any
 
 
@@ -36,7 +38,7 @@ class TrainState:
 
 def find_learning_rate(opt_state: optax.OptState) -> jax.Array | None:
     """The first injected `learning_rate` found in a (possibly nested) optimizer state."""
-    if isinstance(opt_state, optax.InjectHyperparamsState):
+    if is_injected(opt_state):
         return opt_state.hyperparams.get("learning_rate")
     if isinstance(opt_state, dict):
         children = list(opt_state.values())

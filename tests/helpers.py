@@ -1,0 +1,50 @@
+"""Small builders shared by the tests: a tiny CNN setup and a tiny image folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image
+
+from convjax.config import ModelConfig, OptimConfig
+from convjax.data.arrays import ArraySource
+from convjax.models import CNN
+from convjax.optim import make_optimizer, make_schedule
+from convjax.steps import make_eval_step, make_train_step
+from convjax.train_state import init_train_state
+
+TINY_MODEL = ModelConfig(conv_filters=(4,), convs_per_block=1, dropout=0.1, dense=(8,),
+                         dense_dropout=0.1, num_classes=3)
+
+
+def tiny_setup(model_cfg: ModelConfig = TINY_MODEL, optim_cfg: OptimConfig = OptimConfig(),
+               image_shape=(8, 8, 3), seed: int = 0, ema: float = 0.0, **step_kwargs):
+    model = CNN(model_cfg)
+    tx = make_optimizer(optim_cfg)
+    schedule = make_schedule(optim_cfg, 10, 100)
+    state = init_train_state(model, tx, jax.random.key(seed), image_shape, ema=ema > 0)
+    train_step = make_train_step(model=model, tx=tx, schedule=schedule, ema_momentum=ema,
+                                 **step_kwargs)
+    return state, train_step, make_eval_step(model=model), schedule
+
+
+def tiny_arrays(n: int = 48, shape=(8, 8, 3), classes: int = 3, seed: int = 0) -> ArraySource:
+    """Learnable toy data: the class sets the mean brightness."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n).astype(np.int32)
+    base = (labels[:, None, None, None] * 90 + 20).astype(np.float32)
+    images = np.clip(base + rng.normal(0, 20, (n, *shape)), 0, 255).astype(np.uint8)
+    return ArraySource(images, labels, tuple(f"c{i}" for i in range(classes)))
+
+
+def write_image_folder(root: Path, per_class: int = 6, size=(10, 12), classes=("cat", "dog"),
+                       fmt: str = "png") -> Path:
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 120 * c, 25, (*size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.{fmt}")
+    return root

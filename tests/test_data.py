@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from convjax.config import DataConfig
+from convjax.data import (
+    epoch_order, eval_indices, from_arrays, load_image_folder, load_splits, resolve_folder,
+    split_validation, train_indices,
+)
+from convjax.data.loader import steps_per_epoch
+from helpers import tiny_arrays, write_image_folder
+
+
+def test_folder_classes_sorted_and_resized(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=3, classes=("dog", "cat", ".hidden"))
+    src = load_image_folder(root, (6, 5), "rgb", cache_dir=False)
+    assert src.class_names == ("cat", "dog")  # sorted, hidden skipped
+    assert src.images.shape == (6, 6, 5, 3) and src.images.dtype == np.uint8
+    assert list(src.labels) == [0, 0, 0, 1, 1, 1]
+    grey = load_image_folder(root, (6, 5), "grayscale", cache_dir=False)
+    assert grey.images.shape == (6, 6, 5, 1)
+
+
+def test_folder_cache_is_used_and_invalidated(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=2)
+    first = load_image_folder(root, (4, 4), cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 1
+    again = load_image_folder(root, (4, 4), cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(first.images, again.images)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / "cat" / "new.png")
+    changed = load_image_folder(root, (4, 4), cache_dir=tmp_path / "cache")
+    assert len(changed) == len(first) + 1  # a changed folder is never served stale
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_image_folder(tmp_path / "missing")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images"):
+        load_image_folder(tmp_path / "empty")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(ValueError, match="no class sub-directories"):
+        load_image_folder(tmp_path / "flat")
+    root = write_image_folder(tmp_path / "bad", per_class=2)
+    (root / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        load_image_folder(root, cache_dir=False)
+
+
+def test_archive_is_extracted_once(tmp_path):
+    import tarfile
+
+    root = write_image_folder(tmp_path / "ds" / "train", per_class=2)
+    write_image_folder(tmp_path / "ds" / "test", per_class=1)
+    archive = tmp_path / "ds.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "ds", arcname="ds")
+    folder = resolve_folder(archive, tmp_path / "cache")
+    assert folder.name == "ds" and (folder / "train" / "cat").is_dir()
+    assert resolve_folder(archive, tmp_path / "cache") == folder
+    cfg = DataConfig(source="folder", folder=str(archive), image_size=(4, 4),
+                     validation_split=0.25, cache_dir=str(tmp_path / "cache"))
+    train, val, test = load_splits(cfg, seed=0)
+    assert (len(train), len(val), len(test)) == (3, 1, 2)
+    assert root.exists()
+
+
+def test_missing_data_folder_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_splits(DataConfig(source="folder", folder=str(tmp_path / "nowhere")), 0)
+    (tmp_path / "only_train" / "train").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="train/<class>/ and test/<class>/"):
+        load_splits(DataConfig(source="folder", folder=str(tmp_path / "only_train")), 0)
+
+
+def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
+    a = epoch_order(100, seed=1, epoch=3)
+    np.testing.assert_array_equal(a, epoch_order(100, seed=1, epoch=3))
+    assert not np.array_equal(a, epoch_order(100, seed=1, epoch=4))
+    assert not np.array_equal(a, epoch_order(100, seed=2, epoch=3))
+    assert sorted(a) == list(range(100))
+
+
+def test_train_indices_resume_mid_epoch():
+    full = list(train_indices(50, 8, seed=0, epoch=2))
+    resumed = list(train_indices(50, 8, seed=0, epoch=2, start_step=4))
+    assert len(full) == 6  # last partial batch dropped
+    for a, b in zip(full[4:], resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_eval_indices_cover_each_example_once():
+    seen = np.concatenate([idx[mask > 0] for idx, mask in eval_indices(23, 8)])
+    np.testing.assert_array_equal(seen, np.arange(23))
+
+
+def test_batch_larger_than_data_is_an_error():
+    with pytest.raises(ValueError, match="batch_size=64 is larger than the dataset"):
+        steps_per_epoch(10, 64)
+
+
+def test_validation_split_and_sample():
+    src = tiny_arrays(40)
+    train, val = split_validation(src, 0.25, seed=0)
+    assert len(train) == 30 and len(val) == 10
+    assert split_validation(src, 0.0, 0)[1] is None
+    with pytest.raises(ValueError, match="validation_split"):
+        split_validation(src, 1.0, 0)
+    assert len(src.sample(7, seed=0)) == 7 and len(src.sample(0, 0)) == 40
+
+
+def test_from_arrays_checks_shapes():
+    src = from_arrays(np.zeros((4, 5, 5), np.uint8), np.array([[0], [1], [2], [1]]))
+    assert src.images.shape == (4, 5, 5, 1) and src.class_names == ("0", "1", "2")
+    with pytest.raises(ValueError, match="labels must have shape"):
+        from_arrays(np.zeros((4, 5, 5, 3), np.uint8), np.zeros(3))
+    with pytest.raises(ValueError, match="uint8"):
+        from_arrays(np.zeros((4, 5, 5, 3), np.float32), np.zeros(4))
