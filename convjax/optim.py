@@ -63,7 +63,8 @@ def is_injected(opt_state: optax.OptState) -> bool:
     """True for the state of an `inject_hyperparams` transform. Duck-typed: optax has two
     such classes (InjectHyperparamsState, InjectStatefulHyperparamsState), both NamedTuples
     with a `hyperparams` dict."""
-    return isinstance(opt_state, tuple) and isinstance(getattr(opt_state, "hyperparams", None), dict)
+    hyperparams = getattr(opt_state, "hyperparams", None)
+    return isinstance(opt_state, tuple) and isinstance(hyperparams, dict)
 
 
 def with_learning_rate(opt_state: optax.OptState, lr: jnp.ndarray) -> optax.OptState:

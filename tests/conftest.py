@@ -9,6 +9,7 @@ import os
 
 # Must happen before jax is imported anywhere.
 os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ.setdefault("KERAS_BACKEND", "jax")  # the parity tests compare against Keras-on-JAX
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 ).strip()
@@ -40,7 +41,9 @@ def shared_archive():
     """Returns a function: archive name -> extracted folder (extracted once per session)."""
     extracted: dict[str, Path] = {}
 
-    def get(name: str, tmp_root: Path = Path(os.environ.get("CONVJAX_TEST_CACHE", "/tmp"))):
+    tmp_root = Path(os.environ.get("CONVJAX_TEST_CACHE", "/tmp"))
+
+    def get(name: str) -> Path:
         if name not in extracted:
             archive = _require(shared_data_dir() / name)
             dest = tmp_root / "convjax-test-data" / name.replace(".tar.gz", "")

@@ -4,10 +4,17 @@ from PIL import Image
 
 from convjax.config import DataConfig
 from convjax.data import (
-    epoch_order, eval_indices, from_arrays, load_image_folder, load_splits, resolve_folder,
-    split_validation, train_indices,
+    epoch_order,
+    eval_indices,
+    from_arrays,
+    load_image_folder,
+    load_splits,
+    resolve_folder,
+    split_validation,
+    train_indices,
 )
 from convjax.data.loader import steps_per_epoch
+from convjax.data.streaming import SkippedImagesWarning
 from helpers import tiny_arrays, write_image_folder
 
 
@@ -24,9 +31,10 @@ def test_folder_classes_sorted_and_resized(tmp_path):
 def test_folder_cache_is_used_and_invalidated(tmp_path):
     root = write_image_folder(tmp_path / "imgs", per_class=2)
     first = load_image_folder(root, (4, 4), cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache" / "folders").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "cache" / "folders").glob("*.npy"))) == 1
     again = load_image_folder(root, (4, 4), cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(first.images, again.images)
+    np.testing.assert_array_equal(first.labels, again.labels)
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / "cat" / "new.png")
     changed = load_image_folder(root, (4, 4), cache_dir=tmp_path / "cache")
     assert len(changed) == len(first) + 1  # a changed folder is never served stale
@@ -44,7 +52,20 @@ def test_folder_errors_name_the_problem(tmp_path):
     root = write_image_folder(tmp_path / "bad", per_class=2)
     (root / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match="broken.jpg"):
-        load_image_folder(root, cache_dir=False)
+        load_image_folder(root, cache_dir=False, on_error="raise")
+    with pytest.warns(SkippedImagesWarning, match=r"(?s)skipped 1 .*broken\.jpg"):
+        src = load_image_folder(root, cache_dir=False)
+    assert len(src) == 4 and list(src.labels) == [0, 0, 1, 1]  # the bad cat is left out
+
+
+def test_folder_splits_accept_validation_as_test(tmp_path):
+    write_image_folder(tmp_path / "cvd" / "train", per_class=3)
+    write_image_folder(tmp_path / "cvd" / "validation", per_class=2)
+    cfg = DataConfig(source="folder", folder=str(tmp_path / "cvd"), image_size=(5, 5),
+                     validation_split=0.0, cache_dir=str(tmp_path / "cache"))
+    train, val, test = load_splits(cfg, seed=0)
+    assert (len(train), val, len(test)) == (6, None, 4)
+    assert test.class_names == ("cat", "dog")
 
 
 def test_archive_is_extracted_once(tmp_path):
@@ -85,7 +106,7 @@ def test_train_indices_resume_mid_epoch():
     full = list(train_indices(50, 8, seed=0, epoch=2))
     resumed = list(train_indices(50, 8, seed=0, epoch=2, start_step=4))
     assert len(full) == 6  # last partial batch dropped
-    for a, b in zip(full[4:], resumed):
+    for a, b in zip(full[4:], resumed, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -1,4 +1,3 @@
-import csv
 
 import jax
 import numpy as np

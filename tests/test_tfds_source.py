@@ -3,7 +3,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from convjax.config import DataConfig
-from convjax.data import load_splits, load_tfds
+from convjax.data import load_splits, load_tfds, load_tfds_resized
 
 
 def test_cifar10_through_data_source_with_mock_data():
@@ -24,3 +24,14 @@ def test_cifar100_and_splits_with_mock_data(monkeypatch):
 def test_offline_error_says_how_to_use_local_files(tmp_path):
     with pytest.raises(RuntimeError, match="CONVJAX_DATA"):
         load_tfds("cifar10", "train", data_dir=str(tmp_path))
+
+
+def test_cats_vs_dogs_photos_resized_through_data_source():
+    # The mock photos have random sizes, like the real ones; all come out at 15x15.
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        src = load_tfds_resized("cats_vs_dogs", "train", (15, 15))
+        grey = load_tfds_resized("cats_vs_dogs", "train", (15, 9), color_mode="grayscale")
+    assert src.images.shape == (6, 15, 15, 3) and src.images.dtype == np.uint8
+    assert src.class_names == ("cat", "dog") and set(src.labels.tolist()) <= {0, 1}
+    assert src.images.std() > 0  # real pixels, not an empty buffer
+    assert grey.images.shape == (6, 15, 9, 1)

@@ -1,0 +1,166 @@
+"""Training throughput of the course CIFAR-10 CNN: convjax against Keras 3 and PyTorch.
+
+Same model (Conv32-Conv32-MaxPool-Dropout-Conv64-Conv64-MaxPool-Dropout-Dense512-Dropout-
+Dense10, 'same' padding), same batch (128 random 32x32x3 uint8 images, rescaled /255 inside
+the step), same optimizer (Adam 1e-3), one process per framework so that backends and thread
+pools do not interfere. Compilation and warm-up steps are excluded from the timings.
+
+    python benchmarks/bench_train_speed.py            # all peers that are installed
+    python benchmarks/bench_train_speed.py --steps 20 --only convjax,convjax-xla
+
+Peers are optional extras (`pip install -e .[bench]`): Keras 3 with the JAX backend, Keras 3
+with the TensorFlow backend (needs tensorflow), PyTorch (eager). Missing ones are reported as
+skipped. Prints images/second for each and the ratio to convjax's default configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+BATCH, STEPS, WARMUP = 128, 30, 3
+
+
+def _data(np):
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8),
+            rng.integers(0, 10, BATCH).astype(np.int32))
+
+
+def _timed(step, steps: int, sync) -> float:
+    for _ in range(WARMUP):
+        sync(step())
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = step()
+    sync(out)
+    return BATCH * steps / (time.perf_counter() - t0)
+
+
+def run_convjax(steps: int, conv_impl: str, pool_impl: str) -> float:
+    import jax
+    import numpy as np
+
+    from convjax.config import ModelConfig, OptimConfig
+    from convjax.models import CNN
+    from convjax.optim import make_optimizer, make_schedule
+    from convjax.steps import make_train_step
+    from convjax.train_state import init_train_state
+
+    model = CNN(ModelConfig(conv_impl=conv_impl, pool_impl=pool_impl))
+    tx = make_optimizer(OptimConfig())
+    state = init_train_state(model, tx, jax.random.key(0), (32, 32, 3))
+    step_fn = jax.jit(make_train_step(model=model, tx=tx, schedule=make_schedule(
+        OptimConfig(), 100, 100)), donate_argnums=0)
+    images, labels = _data(np)
+    batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
+    holder = [state]
+
+    def step():
+        holder[0], metrics = step_fn(holder[0], batch)
+        return metrics
+
+    return _timed(step, steps, jax.block_until_ready)
+
+
+def _keras_model(keras):
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((32, 32, 3)), L.Rescaling(1 / 255),
+        L.Conv2D(32, 3, padding="same", activation="relu"),
+        L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPooling2D(), L.Dropout(0.25),
+        L.Conv2D(64, 3, padding="same", activation="relu"),
+        L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPooling2D(), L.Dropout(0.25),
+        L.Flatten(), L.Dense(512, activation="relu"), L.Dropout(0.5), L.Dense(10),
+    ])
+
+
+def run_keras(steps: int, backend: str) -> float:
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+    import numpy as np
+
+    model = _keras_model(keras)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    images, labels = _data(np)
+    x, y = images.astype("float32"), labels
+    return _timed(lambda: model.train_on_batch(x, y), steps, lambda _: None)
+
+
+def run_torch(steps: int) -> float:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 512), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, 10),
+    ).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    images, labels = _data(np)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(labels).long()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x.float() / 255), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return _timed(step, steps, lambda loss: loss.item())
+
+
+PEERS = {
+    "convjax": lambda s: run_convjax(s, "im2col", "reshape"),  # the experiment's default
+    "convjax-xla": lambda s: run_convjax(s, "xla", "xla"),  # plain Flax layers
+    "convjax-im2col": lambda s: run_convjax(s, "im2col", "xla"),
+    "convjax-reshape-pool": lambda s: run_convjax(s, "xla", "reshape"),
+    "keras-jax": lambda s: run_keras(s, "jax"),
+    "keras-tensorflow": lambda s: run_keras(s, "tensorflow"),
+    "pytorch": run_torch,
+}
+
+
+def _child(name: str, steps: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(steps)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"name": name, "skipped": reason[:100]}
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--only", default=",".join(PEERS), help="comma-separated peer names")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps({"name": args.child, "images_per_s": PEERS[args.child](args.steps)}))
+        return
+    results = [_child(name, args.steps) for name in args.only.split(",")]
+    base = next((r["images_per_s"] for r in results if r["name"] == "convjax"
+                 and "images_per_s" in r), None)
+    print(f"\n{'framework':<22}{'images/s':>10}{'vs convjax':>12}   (batch {BATCH}, "
+          f"{args.steps} timed steps, {os.cpu_count()} CPUs)")
+    for r in results:
+        if "images_per_s" not in r:
+            print(f"{r['name']:<22}{'skipped':>10}   {r['skipped']}")
+            continue
+        ratio = f"{r['images_per_s'] / base:.2f}x" if base else "-"
+        print(f"{r['name']:<22}{r['images_per_s']:>10.0f}{ratio:>12}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""End to end: `train_and_evaluate` on a tiny image folder, and the experiment's CLI."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from convjax.config import Config, DataConfig, ModelConfig, TrainConfig
+from convjax.train import train_and_evaluate
+from helpers import write_image_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(folder, cache) -> Config:
+    return Config(
+        model=ModelConfig(conv_filters=(4,), dense=(8,), num_classes=2),
+        data=DataConfig(source="folder", folder=str(folder), image_size=(8, 8),
+                        validation_split=0.25, cache_dir=str(cache)),
+        train=TrainConfig(epochs=2, batch_size=4, eval_batch_size=8, verbose=0),
+    )
+
+
+def _tiny_dataset(root):
+    write_image_folder(root / "train", per_class=8)
+    write_image_folder(root / "test", per_class=3)
+    return root
+
+
+def test_train_and_evaluate_writes_tensorboard_csv_checkpoint(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = _tiny_dataset(tmp_path / "data")
+    results = train_and_evaluate(_tiny_config(data, tmp_path / "cache"), tmp_path / "run")
+    run = tmp_path / "run"
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["epochs_run"] == 2
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert set(rows[0]) == {"epoch", "accuracy", "learning_rate", "loss", "val_accuracy",
+                            "val_loss"}
+    train_events = EventAccumulator(str(run / "tensorboard" / "train")).Reload()
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= set(
+        train_events.Tags()["scalars"])
+    assert [e.step for e in train_events.Scalars("epoch_loss")] == [0, 1]
+    val_events = EventAccumulator(str(run / "tensorboard" / "validation")).Reload()
+    assert "epoch_loss" in val_events.Tags()["scalars"]
+    checkpoints = list((run / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["6"]  # 12 training images / batch 4 * 2 epochs
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["test_accuracy"] == results["test_accuracy"]
+
+
+def test_cli_rejects_unknown_config_key(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cifar10_cnn", "--workdir", str(tmp_path),
+         "--set", "train.epoch=3"], cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "unknown config key 'train.epoch'" in proc.stderr
+
+
+def test_cli_smoke_on_image_folder(tmp_path):
+    data = write_image_folder(tmp_path / "data" / "train", per_class=40, size=(32, 32),
+                              classes=tuple("abcdefghij"))
+    write_image_folder(tmp_path / "data" / "test", per_class=4, size=(32, 32),
+                       classes=tuple("abcdefghij"))
+    env = {**os.environ, "CONVJAX_DATA": str(data.parent), "CONVJAX_CACHE": str(tmp_path / "c")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cifar10_cnn", "--smoke", "--workdir",
+         str(tmp_path / "run"), "--set", "train.verbose=2", "--set", "model.dense=(16,)"],
+        cwd=REPO, capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test accuracy" in proc.stdout and "Epoch 1/1" in proc.stdout
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs_run"] == 1
