@@ -10,7 +10,10 @@ pools do not interfere. Compilation and warm-up steps are excluded from the timi
 
 Peers are optional extras (`pip install -e .[bench]`): Keras 3 with the JAX backend, Keras 3
 with the TensorFlow backend (needs tensorflow), PyTorch (eager). Missing ones are reported as
-skipped. Prints images/second for each and the ratio to convjax's default configuration.
+skipped. TensorFlow pins its own numpy/ml_dtypes, so it may live in a separate virtualenv:
+`--tf-python /path/to/venv-tf/bin/python` runs the keras-tensorflow peer there (that venv
+needs only `tensorflow-cpu keras`). Prints images/second for each and the ratio to convjax's
+default configuration.
 """
 
 from __future__ import annotations
@@ -130,8 +133,8 @@ PEERS = {
 }
 
 
-def _child(name: str, steps: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(steps)],
+def _child(name: str, steps: int, python: str) -> dict:
+    proc = subprocess.run([python, __file__, "--child", name, "--steps", str(steps)],
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -144,12 +147,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--only", default=",".join(PEERS), help="comma-separated peer names")
+    parser.add_argument("--tf-python", default=sys.executable,
+                        help="interpreter for the keras-tensorflow peer (a venv with tensorflow)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps({"name": args.child, "images_per_s": PEERS[args.child](args.steps)}))
         return
-    results = [_child(name, args.steps) for name in args.only.split(",")]
+    results = [
+        _child(name, args.steps, args.tf_python if name == "keras-tensorflow" else sys.executable)
+        for name in args.only.split(",")
+    ]
     base = next((r["images_per_s"] for r in results if r["name"] == "convjax"
                  and "images_per_s" in r), None)
     print(f"\n{'framework':<22}{'images/s':>10}{'vs convjax':>12}   (batch {BATCH}, "
