@@ -2,12 +2,17 @@
 
 from convjax.data.arrays import ArraySource, from_arrays, split_validation
 from convjax.data.datasets import load_splits
-from convjax.data.folder import load_image_folder, resolve_folder
+from convjax.data.decode import BadImageError, DecodeSpec, decode_image
+from convjax.data.directory import flow_from_directory, image_dataset_from_directory
+from convjax.data.folder import list_image_files, load_image_folder, resolve_folder
 from convjax.data.loader import DeviceDataset, epoch_order, eval_indices, train_indices
-from convjax.data.tfds_source import load_tfds
+from convjax.data.streaming import FolderDataset, SkippedImagesWarning
+from convjax.data.tfds_source import load_tfds, load_tfds_resized
 
 __all__ = [
-    "ArraySource", "DeviceDataset", "epoch_order", "eval_indices", "from_arrays",
-    "load_image_folder", "load_splits", "load_tfds", "resolve_folder", "split_validation",
-    "train_indices",
+    "ArraySource", "BadImageError", "DecodeSpec", "DeviceDataset", "FolderDataset",
+    "SkippedImagesWarning", "decode_image", "epoch_order", "eval_indices",
+    "flow_from_directory", "from_arrays", "image_dataset_from_directory", "list_image_files",
+    "load_image_folder", "load_splits", "load_tfds", "load_tfds_resized", "resolve_folder",
+    "split_validation", "train_indices",
 ]

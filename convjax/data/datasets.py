@@ -19,10 +19,14 @@ from convjax.data.tfds_source import load_tfds
 def _folder_splits(cfg: DataConfig, folder: str) -> tuple[ArraySource, ArraySource]:
     cache = cfg.cache_dir or None
     root = resolve_folder(folder, cache)
-    train_dir, test_dir = Path(root) / "train", Path(root) / "test"
-    if not train_dir.is_dir() or not test_dir.is_dir():
+    train_dir = Path(root) / "train"
+    # Cats-vs-Dogs ships train/ and validation/; CIFAR-10 train/ and test/.
+    test_dir = next((Path(root) / d for d in ("test", "validation") if (Path(root) / d).is_dir()),
+                    None)
+    if not train_dir.is_dir() or test_dir is None:
         raise FileNotFoundError(
-            f"data folder {root} must contain train/<class>/ and test/<class>/ sub-folders"
+            f"data folder {root} must contain train/<class>/ and test/<class>/ "
+            "(or validation/<class>/) sub-folders"
         )
     train = load_image_folder(train_dir, cfg.image_size, cfg.color_mode, cache)
     test = load_image_folder(test_dir, cfg.image_size, cfg.color_mode, cache)

@@ -1,11 +1,12 @@
-"""Image folders (`<root>/<class>/*.jpg`), decoded once and cached as arrays on disk.
+"""Image folders (`<root>/<class>/**/*.jpg`): listing with Keras's rules, loading, archives.
 
-I/O. Keras `image_dataset_from_directory` semantics for the parts the core needs: classes are
-the sorted sub-directory names (hidden ones skipped), files are walked recursively in sorted
-order, images are converted to RGB or grayscale and resized with PIL. Decoding runs in a
-thread pool (PIL releases the GIL while decoding), and the decoded uint8 array is cached in
-`<cache_dir>/folders/<key>.npz`, keyed by the file list (paths, sizes, mtimes), the size and
-the colour mode, so a changed folder is never served stale.
+I/O. Listing follows `keras.utils.image_dataset_from_directory` exactly: classes are the sorted
+sub-directory names (hidden ones skipped; a symlinked class directory counts), each class
+directory is walked recursively with `os.walk`, the walk sorted by directory path (so `cat/a/`,
+`cat/a-b/`, `cat/a/x/`: not depth-first, but as Keras does), files sorted within a directory,
+and only .jpg/.jpeg/.png/.bmp/.gif files (any case) kept. `load_image_folder` decodes a whole
+folder into an `ArraySource` (through `FolderDataset`, with its thread pool and cache);
+`resolve_folder` extracts a `.tar.gz` archive once.
 """
 
 from __future__ import annotations
@@ -14,98 +15,78 @@ import hashlib
 import os
 import shutil
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from convjax.data.arrays import ArraySource
+from convjax.data.decode import DecodeSpec
+from convjax.data.folder_cache import default_cache_dir, resolve_cache_dir
+from convjax.data.streaming import FolderDataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CONVJAX_CACHE", Path.home() / ".cache" / "convjax"))
-
-
-def list_image_files(root: Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
-    """(files, labels, class_names) with Keras's ordering rules."""
-    if not root.is_dir():
+def class_directories(root: str | Path, class_names: list[str] | None = None) -> list[str]:
+    """The class sub-directories of `root`: sorted, hidden skipped, or `class_names` (a subset,
+    in the order given)."""
+    if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder not found: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = [d for d in sorted(os.listdir(root))
+             if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")]
+    if class_names is None:
+        return found
+    class_names = list(class_names)
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class_names has duplicates: {class_names}")
+    missing = [c for c in class_names if c not in found]
+    if missing:
+        raise ValueError(f"class_names {missing} are not sub-directories of {root}; "
+                         f"found {found} (class_names must be a subset of them)")
+    return class_names
+
+
+def walk_image_files(directory: str, follow_links: bool = False) -> list[str]:
+    """Image files under `directory`, recursively, in Keras's order."""
+    walk = sorted(os.walk(directory, followlinks=follow_links), key=lambda entry: entry[0])
+    return [os.path.join(dirpath, name)
+            for dirpath, _, names in walk
+            for name in sorted(names) if name.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def list_image_files(root: str | Path, class_names: list[str] | None = None,
+                     follow_links: bool = False) -> tuple[list[str], list[int], tuple[str, ...]]:
+    """(files, labels, class_names), labels inferred from the class sub-directories."""
+    classes = class_directories(root, class_names)
     if not classes:
         raise ValueError(f"no class sub-directories in {root} (expected <root>/<class>/*.jpg)")
     files, labels = [], []
     for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(root / name):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                if filename.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(Path(dirpath) / filename)
-                    labels.append(label)
+        found = walk_image_files(os.path.join(root, name), follow_links)
+        files += found
+        labels += [label] * len(found)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     return files, labels, tuple(classes)
-
-
-def decode_image(path: Path, size: tuple[int, int], color_mode: str) -> np.ndarray:
-    """One file to a uint8 (H, W, C) array; the error names the file."""
-    mode = {"rgb": "RGB", "grayscale": "L"}.get(color_mode)
-    if mode is None:
-        raise ValueError(f"color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ValueError(f"cannot decode image {path}: {err}") from err
-    return array[..., None] if array.ndim == 2 else array
-
-
-def _cache_key(files: list[Path], size: tuple[int, int], color_mode: str) -> str:
-    digest = hashlib.sha256(f"{size}|{color_mode}".encode())
-    for f in files:
-        stat = f.stat()
-        digest.update(f"{f}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:24]
-
-
-def _decode_all(files: list[Path], size: tuple[int, int], color_mode: str) -> np.ndarray:
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        arrays = list(pool.map(lambda f: decode_image(f, size, color_mode), files, chunksize=64))
-    return np.stack(arrays)
 
 
 def load_image_folder(
     root: str | Path,
     image_size: tuple[int, int] = (32, 32),
     color_mode: str = "rgb",
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None | bool = None,
+    on_error: str = "skip",
+    interpolation: str = "bilinear",
 ) -> ArraySource:
-    """Decodes every image under `root` (or reads the cache). `cache_dir=None` uses
-    `$CONVJAX_CACHE` or `~/.cache/convjax`; pass `False` to disable caching."""
-    files, labels, classes = list_image_files(Path(root))
-    image_size = tuple(image_size)
-    cache_file = None
-    if cache_dir is not False:
-        cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
-        cache_file = cache_root / "folders" / f"{_cache_key(files, image_size, color_mode)}.npz"
-        if cache_file.exists():
-            with np.load(cache_file) as cached:
-                return ArraySource(cached["images"], cached["labels"], classes)
-    images = _decode_all(files, image_size, color_mode)
-    source = ArraySource(images, np.asarray(labels, np.int32), classes)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename: an interrupted write never leaves a truncated cache behind.
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=source.images, labels=source.labels)
-        os.replace(tmp, cache_file)
-    return source
+    """Every image under `root/<class>/`, decoded (or read from the cache) into memory.
+
+    `cache_dir=None` uses `$CONVJAX_CACHE` or `~/.cache/convjax`; `False` disables caching.
+    Unreadable files are skipped with a warning naming them (`on_error="raise"` stops instead).
+    """
+    files, labels, classes = list_image_files(root)
+    spec = DecodeSpec(tuple(image_size), color_mode, interpolation)
+    dataset = FolderDataset(files, labels, classes, spec, shuffle=False,
+                            cache_dir=resolve_cache_dir(cache_dir),
+                            on_error=on_error)
+    return dataset.to_array_source()
 
 
 def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -120,7 +101,8 @@ def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Pat
         raise ValueError(f"expected a folder or a .tar.gz archive, got {path}")
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    dest = (Path(cache_dir) if cache_dir else default_cache_dir()) / "archives" / key.hexdigest()[:16]
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    dest = cache_root / "archives" / key.hexdigest()[:16]
     if not dest.exists():
         # Extract beside, then rename: a killed extraction never looks complete.
         tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")

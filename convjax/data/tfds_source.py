@@ -2,14 +2,17 @@
 
 I/O. The first use downloads and prepares the dataset (that step may need TensorFlow, see the
 README); later reads only touch the prepared ArrayRecord files. Small image datasets
-(CIFAR-10/100) are read whole into an `ArraySource`.
+(CIFAR-10/100) are read whole into an `ArraySource`; datasets of photos of varying size
+(`cats_vs_dogs`) are resized on the way in with the same code as image folders.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from convjax.data.arrays import ArraySource
+from convjax.data.decode import DecodeSpec, image_to_array
 
 OFFLINE_HINT = (
     "Without network access, point the job at an image folder instead: "
@@ -18,8 +21,8 @@ OFFLINE_HINT = (
 )
 
 
-def load_tfds(name: str, split: str, data_dir: str | None = None) -> ArraySource:
-    """Reads `name[split]` fully; raises a RuntimeError with a way out when it cannot."""
+def _open(name: str, split: str, data_dir: str | None):
+    """(random-access source, dataset info); a RuntimeError with a way out when it fails."""
     import tensorflow_datasets as tfds  # heavy import, only when this source is used
 
     try:
@@ -29,15 +32,41 @@ def load_tfds(name: str, split: str, data_dir: str | None = None) -> ArraySource
         raise RuntimeError(
             f"could not load tfds dataset {name!r} split {split!r}: {err}\n{OFFLINE_HINT}"
         ) from err
-    n = len(source)
-    if n == 0:
+    if len(source) == 0:
         raise RuntimeError(f"tfds dataset {name!r} split {split!r} is empty")
-    first = source[0]
-    images = np.empty((n, *np.shape(first["image"])), np.uint8)
+    return source, info
+
+
+def load_tfds(name: str, split: str, data_dir: str | None = None) -> ArraySource:
+    """Reads `name[split]` (images all of one size) fully."""
+    source, info = _open(name, split, data_dir)
+    n = len(source)
+    images = np.empty((n, *np.shape(source[0]["image"])), np.uint8)
     labels = np.empty((n,), np.int32)
     for i in range(n):
         example = source[i]
         images[i] = example["image"]
         labels[i] = example["label"]
-    names = tuple(info.features["label"].names)
-    return ArraySource(images, labels, names)
+    return ArraySource(images, labels, tuple(info.features["label"].names))
+
+
+def load_tfds_resized(
+    name: str, split: str, image_size: tuple[int, int], data_dir: str | None = None,
+    color_mode: str = "rgb", interpolation: str = "bilinear",
+) -> ArraySource:
+    """Reads `name[split]` with every image resized to `image_size`, e.g. the course's
+    `load_tfds_resized("cats_vs_dogs", "train[:80%]", (150, 150))` (tfds has one split of
+    23,262 photos; about 70 KB each in memory at 150x150)."""
+    spec = DecodeSpec(tuple(image_size), color_mode, interpolation)
+    source, info = _open(name, split, data_dir)
+    n = len(source)
+    images = np.empty((n, *spec.shape), np.uint8)
+    labels = np.empty((n,), np.int32)
+    for i in range(n):
+        example = source[i]
+        pixels = np.asarray(example["image"], np.uint8)
+        if pixels.ndim == 3 and pixels.shape[-1] == 1:  # (H, W, 1) grayscale datasets
+            pixels = pixels[..., 0]
+        images[i] = image_to_array(Image.fromarray(pixels), spec)
+        labels[i] = example["label"]
+    return ArraySource(images, labels, tuple(info.features["label"].names))
