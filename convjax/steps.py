@@ -99,7 +99,9 @@ def train_step(
         step=state.step + 1, params=params, batch_stats=batch_stats,
         opt_state=opt_state, ema_params=ema,
     )
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    # Check the updates, not the gradients: frozen parameters' gradients are then unused, and
+    # XLA drops their computation entirely (a frozen backbone costs only its forward pass).
+    finite = jnp.isfinite(loss) & _all_finite(updates)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
     return new_state, metrics

@@ -64,13 +64,24 @@ def init_train_state(
     init_key, state_key = jax.random.split(key)
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
     variables = model.init(init_key, dummy, train=False)
-    params = variables["params"]
+    return state_from_variables(variables, tx, state_key, ema)
+
+
+def state_from_variables(
+    variables: dict, tx: optax.GradientTransformation, key: jax.Array, ema: bool = False
+) -> TrainState:
+    """A fresh train state around given variables (e.g. a pretrained backbone + new head).
+
+    The state gets its own copies: the loop donates the state's buffers to each step, which
+    would otherwise delete the caller's arrays (e.g. the pretrained weights they still hold).
+    """
+    params = jax.tree.map(jnp.copy, variables["params"])
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
         opt_state=tx.init(params),
-        rng=state_key,
+        rng=key,
         lr_scale=jnp.ones((), jnp.float32),
         ema_params=jax.tree.map(jnp.copy, params) if ema else None,
     )

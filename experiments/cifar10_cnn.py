@@ -26,7 +26,7 @@ def config() -> Config:
                           # Same function, faster on XLA:CPU (benchmarks/README.md).
                           conv_impl="im2col", pool_impl="reshape"),
         data=DataConfig(source="tfds", name="cifar10", validation_split=0.1),
-        train=TrainConfig(epochs=15, batch_size=128),
+        train=TrainConfig(epochs=8, batch_size=128),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import numpy as np
 from PIL import Image
@@ -48,3 +49,14 @@ def write_image_folder(root: Path, per_class: int = 6, size=(10, 12), classes=("
             pixels = np.clip(rng.normal(60 + 120 * c, 25, (*size, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i:03d}.{fmt}")
     return root
+
+
+class TinyBackbone(nn.Module):
+    """Stands in for a pretrained network: two named blocks with batch norm, pooled output."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn")(
+            nn.Conv(4, (3, 3), name="block1")(x)))
+        x = nn.relu(nn.Conv(6, (3, 3), name="block2")(x))
+        return x.mean(axis=(1, 2))

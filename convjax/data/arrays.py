@@ -13,15 +13,22 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ArraySource:
-    images: np.ndarray  # uint8 (N, H, W, C)
+    """Examples and labels. `images` are uint8 (N, H, W, C) pixels, or float32 (N, ...)
+    precomputed features (transfer learning's "extract once, train a small MLP" path)."""
+
+    images: np.ndarray  # uint8 (N, H, W, C), or float32 features (N, ...)
     labels: np.ndarray  # int32 (N,)
     class_names: tuple[str, ...]
 
     def __post_init__(self):
-        if self.images.ndim != 4:
-            raise ValueError(f"images must be (N, H, W, C), got shape {self.images.shape}")
-        if self.images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 pixels, got dtype {self.images.dtype}")
+        if self.images.dtype == np.uint8:
+            if self.images.ndim != 4:
+                raise ValueError(f"images must be (N, H, W, C), got shape {self.images.shape}")
+        elif self.images.dtype != np.float32 or self.images.ndim < 2:
+            raise ValueError(
+                "images must be uint8 (N, H, W, C) pixels or float32 (N, ...) features, got "
+                f"dtype {self.images.dtype} and shape {self.images.shape}"
+            )
         if self.labels.shape != (len(self.images),):
             raise ValueError(
                 f"labels must have shape ({len(self.images)},), got {self.labels.shape}"
@@ -31,7 +38,7 @@ class ArraySource:
         return len(self.labels)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
 
     def subset(self, indices: np.ndarray) -> ArraySource:
@@ -49,6 +56,9 @@ class ArraySource:
 def from_arrays(images, labels, class_names: tuple[str, ...] | None = None) -> ArraySource:
     """Wraps user arrays (e.g. Keras-style `x_train, y_train`), checking shapes and dtypes."""
     images = np.asarray(images)
+    if images.dtype != np.uint8:
+        # Keras code often passes x / 255.0; here the step rescales, so it needs raw pixels.
+        raise ValueError(f"images must be uint8 pixels (0..255), got dtype {images.dtype}")
     if images.ndim == 3:  # (N, H, W) grayscale, as MNIST ships
         images = images[..., None]
     labels = np.asarray(labels).reshape(-1).astype(np.int32)
