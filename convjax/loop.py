@@ -19,158 +19,189 @@ import jax.numpy as jnp
 import numpy as np
 
 from convjax.callbacks.base import Callback, CallbackList, Logs
+from convjax.callbacks.control import METRIC_KEYS, LoopControl, sums_to_logs, zero_sums
 from convjax.callbacks.recorders import History, ProgbarLogger
-from convjax.checkpoint import Backup
 from convjax.data.arrays import ArraySource
 from convjax.data.loader import DeviceDataset, eval_indices, gather, steps_per_epoch, train_indices
 from convjax.optim import Schedule
 from convjax.sharding import batch_sharded, check_divisible, make_mesh, replicated
 from convjax.train_state import TrainState, eval_params
 
-METRIC_KEYS = ("loss_sum", "correct", "count", "nonfinite")
+
+def _accumulate(train_step: Callable) -> Callable:
+    def step(state, sums, images, labels, indices):
+        state, metrics = train_step(state, gather(images, labels, indices))
+        return state, jax.tree.map(jnp.add, sums, {k: metrics[k] for k in METRIC_KEYS})
+
+    return step
 
 
-def zero_sums() -> dict[str, jax.Array]:
-    return {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS}
+def _accumulate_eval(eval_step: Callable) -> Callable:
+    def step(params, batch_stats, sums, images, labels, indices, mask):
+        batch = {**gather(images, labels, indices), "mask": mask}
+        metrics = eval_step(params, batch_stats, batch)
+        return {k: sums[k] + metrics[k] if k in metrics else sums[k] for k in METRIC_KEYS}
+
+    return step
 
 
-def sums_to_logs(sums: dict[str, Any], prefix: str = "") -> Logs:
-    """Device sums -> Keras logs (one host sync)."""
-    host = jax.device_get(sums)
-    count = max(float(host["count"]), 1.0)
-    return {f"{prefix}loss": float(host["loss_sum"]) / count,
-            f"{prefix}accuracy": float(host["correct"]) / count}
+def _compiled_steps(train_step: Callable, eval_step: Callable) -> tuple[Callable, Callable]:
+    try:
+        return _jitted_steps(train_step, eval_step)
+    except TypeError:  # unhashable step functions: compile for this call only
+        return _jitted_steps.__wrapped__(train_step, eval_step)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_steps(train_step: Callable, eval_step: Callable) -> tuple[Callable, Callable]:
+    """The loop's compiled steps, built once per pair of step functions, so that calling
+    `fit` again with the same steps (continuing training, a resumed run) does not recompile."""
+    return (jax.jit(_accumulate(train_step), donate_argnums=(0, 1)),
+            jax.jit(_accumulate_eval(eval_step), donate_argnums=(2,)))
+
+
+def evaluate(
+    params: Any, batch_stats: Any, data: ArraySource | DeviceDataset, eval_step: Callable,
+    batch_size: int = 500, mesh=None, _jitted: Callable | None = None,
+) -> Logs:
+    """Loss and accuracy over every example of `data` (padded last batch masked out)."""
+    mesh = mesh or make_mesh()
+    batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size  # round up
+    if isinstance(data, ArraySource):
+        data = DeviceDataset.put(data, replicated(mesh))
+    fn = _jitted or jax.jit(_accumulate_eval(eval_step), donate_argnums=(2,))
+    sums = zero_sums()
+    for idx, mask in eval_indices(len(data), batch_size):
+        idx, mask = jax.device_put((idx, mask), batch_sharded(mesh))
+        sums = fn(params, batch_stats, sums, data.images, data.labels, idx, mask)
+    return sums_to_logs(sums)
 
 
 @dataclasses.dataclass
-class LoopControl:
-    """What a callback sees of the running loop (`self.loop`), and how it asks for actions.
+class _Run:
+    """Everything one `fit` call dispatches with (placed data and the jitted steps)."""
 
-    The loop donates the state's buffers to the next step, so a callback that wants to keep
-    weights (EarlyStopping's best) must take a copy with `snapshot()`, not hold `state.params`.
-    """
+    mesh: Any
+    train: DeviceDataset
+    val: DeviceDataset | None
+    step_fn: Callable
+    eval_fn: Callable
+    batch_size: int
+    eval_batch_size: int
+    seed: int
 
-    state: TrainState
-    schedule: Schedule
-    epochs: int
-    steps_per_epoch: int
-    epoch: int = 0
-    step_in_epoch: int = 0  # batches of `epoch` trained so far
-    sums: dict[str, jax.Array] | None = None  # the epoch's running metric sums, on device
-    stop_training: bool = False
-    eval_with_ema: bool = False
-    resumed: bool = False  # this run continues from a backup (set before on_train_begin)
-    nonfinite_steps: int = 0  # skipped non-finite updates this epoch, as of the last logs
-    callbacks: CallbackList | None = None
-    _requested_lr: float | None = None
-    _requested_params: tuple | None = None
-    _swap_ema: bool = False
-    _resume: Backup | None = None
-    _pending_states: dict | None = None
-    _after_event: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
-    @property
-    def learning_rate(self) -> float:
-        """The rate the next update will use."""
-        return float(self.schedule(self.state.step) * self.state.lr_scale)
-
-    @property
-    def global_batch(self) -> int:
-        """Batches trained since the start of training (Keras TensorBoard's batch step)."""
-        return self.epoch * self.steps_per_epoch + self.step_in_epoch
-
-    def snapshot(self) -> tuple[Any, Any]:
-        """A host copy of (params, batch_stats) that survives buffer donation."""
-        return jax.device_get((self.state.params, self.state.batch_stats))
-
-    def read_logs(self) -> Logs:
-        """The epoch's running loss/accuracy (one host sync); also updates nonfinite_steps."""
-        self.nonfinite_steps = int(jax.device_get(self.sums["nonfinite"]))
-        return sums_to_logs(self.sums)
-
-    def callback_states(self) -> dict[str, dict[str, Any]]:
-        return self.callbacks.state_dicts() if self.callbacks is not None else {}
-
-    def backup(self, epoch_done: bool) -> Backup:
-        """Everything needed to continue exactly from here (after this event's callbacks)."""
-        if epoch_done:
-            epoch, step_in_epoch, sums = self.epoch + 1, 0, zero_sums()
-        else:
-            epoch, step_in_epoch, sums = self.epoch, self.step_in_epoch, self.sums
-        return Backup(self.state, epoch, step_in_epoch, sums, self.stop_training,
-                      self.callback_states())
-
-    def request_stop(self) -> None:
-        self.stop_training = True
-
-    def request_learning_rate(self, value: float) -> None:
-        self._requested_lr = float(value)
-
-    def request_params(self, params: Any, batch_stats: Any = None) -> None:
-        self._requested_params = (params, batch_stats)
-
-    def request_eval_with_ema(self, flag: bool) -> None:
-        self.eval_with_ema = bool(flag)
-
-    def request_swap_ema(self) -> None:
-        """Exchange `state.params` and `state.ema_params` (SwapEMAWeights)."""
-        self._swap_ema = not self._swap_ema
-
-    def request_resume(self, backup: Backup) -> None:
-        self._resume = backup
-
-    def request_after_event(self, fn: Callable[[], None]) -> None:
-        """Call `fn` once every callback has handled the current event."""
-        self._after_event.append(fn)
-
-    def apply_requests(self) -> None:
-        if self._resume is not None:
-            self._apply_resume(self._resume)
-            self._resume = None
-        if self._requested_lr is not None:
-            self._apply_learning_rate(self._requested_lr)
-            self._requested_lr = None
-        if self._requested_params is not None:
-            self._apply_params(*self._requested_params)
-            self._requested_params = None
-        if self._swap_ema:
-            if self.state.ema_params is None:
-                raise ValueError("no EMA weights to swap: create the state with ema=True")
-            self.state = self.state.replace(
-                params=self.state.ema_params, ema_params=self.state.params
-            )
-            self._swap_ema = False
-
-    def run_after_event(self) -> None:
-        while self._after_event:
-            self._after_event.pop(0)()
-
-    def take_pending_states(self) -> dict | None:
-        states, self._pending_states = self._pending_states, None
-        return states
-
-    def _apply_learning_rate(self, value: float) -> None:
-        base = float(self.schedule(self.state.step))
-        if base == 0.0:
-            raise ValueError("cannot set the learning rate while the schedule is at 0")
-        scale = jnp.asarray(value / base, jnp.float32)
-        self.state = self.state.replace(lr_scale=jax.device_put(scale, self.state.lr_scale.sharding))
-
-    def _apply_params(self, params: Any, stats: Any) -> None:
-        like = lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding)  # noqa: E731
-        state = self.state.replace(params=jax.tree.map(like, params, self.state.params))
-        if stats is not None:
-            state = state.replace(batch_stats=jax.tree.map(like, stats, state.batch_stats))
-        self.state = state
-
-    def _apply_resume(self, backup: Backup) -> None:
-        # Orbax already placed the state like the current one; the sums go beside it.
-        self.state = backup.state
-        self.sums = jax.device_put(
-            {k: jnp.asarray(v, jnp.float32) for k, v in backup.sums.items()},
-            self.state.step.sharding,
+def _train_epoch(run: _Run, control: LoopControl, cbs: CallbackList, epoch: int) -> Logs:
+    if control.step_in_epoch == 0:  # else: resumed inside the epoch with its restored sums
+        control.sums = jax.device_put(zero_sums(), replicated(run.mesh))
+    start = control.step_in_epoch
+    for batch, idx in enumerate(
+        train_indices(len(run.train), run.batch_size, run.seed, epoch, start), start
+    ):
+        if control.stop_training:
+            break
+        cbs.call("on_train_batch_begin", batch, {})
+        idx = jax.device_put(idx, batch_sharded(run.mesh))
+        control.state, control.sums = run.step_fn(
+            control.state, control.sums, run.train.images, run.train.labels, idx
         )
-        self.epoch, self.step_in_epoch = backup.epoch, backup.step_in_epoch
-        self.stop_training = backup.stop_training
-        self.resumed = True
-        self._pending_states = backup.callback_states
+        control.step_in_epoch = batch + 1
+        logs = control.read_logs() if cbs.wants_batch_logs(batch) else {}
+        cbs.call("on_train_batch_end", batch, logs)
+    logs = control.read_logs()
+    logs["learning_rate"] = control.learning_rate
+    return logs
+
+
+def _validate(run: _Run, control: LoopControl, cbs: CallbackList) -> Logs:
+    cbs.call("on_test_begin", {})
+    state = control.state
+    logs = evaluate(
+        eval_params(state, control.eval_with_ema), state.batch_stats, run.val, None,
+        run.eval_batch_size, run.mesh, _jitted=run.eval_fn,
+    )
+    cbs.call("on_test_end", logs)
+    return {f"val_{k}": v for k, v in logs.items()}
+
+
+def _load_callback_states(control: LoopControl, cbs: CallbackList) -> None:
+    states = control.take_pending_states()
+    if states is None:
+        return
+    missing = cbs.load_state_dicts(states)
+    if missing:
+        warnings.warn(f"the backup holds states of callbacks this run lacks: {missing}",
+                      stacklevel=3)
+
+
+def fit(
+    state: TrainState,
+    train: ArraySource,
+    *,
+    train_step: Callable,
+    eval_step: Callable,
+    schedule: Schedule,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    validation: ArraySource | None = None,
+    eval_batch_size: int = 500,
+    callbacks: Sequence[Callback] = (),
+    verbose: int = 1,
+    initial_epoch: int = 0,
+    mesh=None,
+) -> tuple[TrainState, History]:
+    """Keras's `model.fit`, functionally: returns the final state and the History.
+
+    `state`'s buffers are donated to the first step: keep a copy if you need it afterwards.
+    """
+    mesh = mesh or make_mesh()
+    check_divisible(batch_size, mesh, "batch_size")
+    step_fn, eval_fn = _compiled_steps(train_step, eval_step)
+    run = _Run(
+        mesh=mesh,
+        train=DeviceDataset.put(train, replicated(mesh)),
+        val=DeviceDataset.put(validation, replicated(mesh)) if validation is not None else None,
+        step_fn=step_fn, eval_fn=eval_fn,
+        batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+    )
+    control = LoopControl(
+        state=jax.device_put(state, replicated(mesh)), schedule=schedule, epochs=epochs,
+        steps_per_epoch=steps_per_epoch(len(train), batch_size), epoch=initial_epoch,
+    )
+    history = History()
+    progress = [ProgbarLogger(verbose)] if verbose else []  # Keras: progbar first, History last
+    cbs = CallbackList([*progress, *callbacks, history], control)
+    control.callbacks = cbs
+    cbs.call("on_train_setup")
+    cbs.call("on_train_begin", {})
+    _load_callback_states(control, cbs)
+    logs: Logs = {}
+    for epoch in range(control.epoch, epochs):
+        if control.stop_training and control.step_in_epoch == 0:
+            break  # asked to stop before this epoch began (e.g. resumed after a stop)
+        control.epoch = epoch
+        cbs.call("on_epoch_begin", epoch, {})
+        logs = _train_epoch(run, control, cbs, epoch)
+        if run.val is not None:
+            logs.update(_validate(run, control, cbs))
+        cbs.call("on_epoch_end", epoch, logs)
+        control.epoch, control.step_in_epoch = epoch + 1, 0
+        if control.stop_training:
+            break
+    cbs.call("on_train_end", logs)
+    return control.state, history
+
+
+def predict(params: Any, batch_stats: Any, images: np.ndarray, predict_step: Callable,
+            batch_size: int = 500) -> np.ndarray:
+    """Keras `model.predict`: class probabilities for uint8 images, batched.
+
+    Pure in its inputs: it runs with the weights it is given (pass `state.ema_params` for the
+    EMA), so no callback can leave weights swapped, unlike Keras's SwapEMAWeights."""
+    fn = jax.jit(predict_step)
+    outputs = [
+        np.asarray(fn(params, batch_stats, images[i : i + batch_size]))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs)

@@ -1,24 +1,16 @@
-
 import jax
 import numpy as np
 import pytest
+from fake_loop import make_control, tiny_data, tiny_fit, tiny_parts
 
-from convjax.callbacks import Callback
-from convjax.loop import evaluate, fit
+from convjax.callbacks import Callback, LambdaCallback
+from convjax.loop import _jitted_steps, evaluate, fit
 from convjax.sharding import make_mesh
 from helpers import tiny_arrays, tiny_setup
 
 
-def _fit(callbacks=(), mesh=None, epochs=2, seed=0, **kwargs):
-    state, train_step, eval_step, schedule = tiny_setup(seed=seed, **kwargs)
-    return fit(state, tiny_arrays(48), train_step=train_step, eval_step=eval_step,
-               schedule=schedule, epochs=epochs, batch_size=8, seed=seed,
-               validation=tiny_arrays(20, seed=1), eval_batch_size=8, callbacks=callbacks,
-               verbose=0, mesh=mesh or make_mesh(jax.devices()[:1]))
-
-
 def test_fit_learns_and_fills_history():
-    state, history = _fit(epochs=6)
+    state, history = tiny_fit(epochs=6)
     h = history.history
     assert set(h) == {"loss", "accuracy", "learning_rate", "val_loss", "val_accuracy"}
     assert history.epoch == list(range(6)) and len(h["loss"]) == 6
@@ -26,19 +18,28 @@ def test_fit_learns_and_fills_history():
     assert int(state.step) == 6 * 6  # 48 examples / batch 8
 
 
-def test_same_seed_same_params_bit_for_bit():
-    a, _ = _fit()
-    b, _ = _fit()
+def test_same_seed_same_params_bit_for_bit_and_steps_compile_once():
+    misses = _jitted_steps.cache_info().misses
+    a, _ = tiny_fit()
+    b, _ = tiny_fit()
+    assert _jitted_steps.cache_info().misses <= misses + 1  # the second fit reuses the steps
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(x, y)
-    c, _ = _fit(seed=1)
+    c, _ = tiny_fit(state=tiny_setup(seed=1)[0], seed=1)
     assert not np.array_equal(jax.tree.leaves(a.params)[0], jax.tree.leaves(c.params)[0])
 
 
 def test_sharded_over_4_devices_equals_one_device():
     assert len(jax.devices()) == 4, "conftest fakes 4 CPU devices"
-    one, h1 = _fit(mesh=make_mesh(jax.devices()[:1]))
-    four, h4 = _fit(mesh=make_mesh(jax.devices()))
+    _, train_step, eval_step, schedule = tiny_parts()
+    train, val = tiny_data()
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        state = tiny_setup()[0]
+        runs.append(fit(state, train, train_step=train_step, eval_step=eval_step,
+                        schedule=schedule, epochs=2, batch_size=8, validation=val,
+                        eval_batch_size=8, verbose=0, mesh=make_mesh(devices)))
+    (one, h1), (four, h4) = runs
     assert jax.tree.leaves(four.params)[0].sharding.num_devices == 4
     for x, y in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
@@ -48,35 +49,15 @@ def test_sharded_over_4_devices_equals_one_device():
 class Recorder(Callback):
     def __init__(self, batch_logs_every=0):
         self.batch_logs_every = batch_logs_every
-        self.events, self.batch_logs = [], []
-
-    def on_train_begin(self, logs=None):
-        self.events.append("train_begin")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.events.append(f"epoch_begin{epoch}")
+        self.batch_logs = []
 
     def on_train_batch_end(self, batch, logs=None):
         self.batch_logs.append(dict(logs))
 
-    def on_test_begin(self, logs=None):
-        self.events.append("test_begin")
 
-    def on_test_end(self, logs=None):
-        self.events.append("test_end")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.events.append(f"epoch_end{epoch}")
-
-    def on_train_end(self, logs=None):
-        self.events.append("train_end")
-
-
-def test_event_order_and_batch_logs_only_when_asked():
+def test_batch_logs_only_when_asked():
     rec = Recorder(batch_logs_every=3)
-    _fit(callbacks=[rec], epochs=1)
-    assert rec.events == ["train_begin", "epoch_begin0", "test_begin", "test_end",
-                          "epoch_end0", "train_end"]
+    tiny_fit([rec], epochs=1)
     with_logs = [i for i, logs in enumerate(rec.batch_logs) if logs]
     assert with_logs == [2, 5]  # batches 3 and 6 of 6
     assert set(rec.batch_logs[2]) == {"loss", "accuracy"}
@@ -103,7 +84,7 @@ class SeesLearningRate(Callback):
 
 def test_requests_are_applied_in_order():
     seer = SeesLearningRate()
-    state, history = _fit(callbacks=[StopAfter(1), SetLearningRate(), seer], epochs=5)
+    state, history = tiny_fit([StopAfter(1), SetLearningRate(), seer], epochs=5)
     assert history.epoch == [0, 1]
     assert history.history["learning_rate"][0] == pytest.approx(1e-3)
     assert seer.seen == pytest.approx(1e-4)  # the next callback already sees the new rate
@@ -120,13 +101,35 @@ class RestoreInitial(Callback):
 
 def test_snapshot_survives_donation_and_params_can_be_replaced():
     cb = RestoreInitial()
-    state, _ = _fit(callbacks=[cb], epochs=2)
+    state, _ = tiny_fit([cb], epochs=2)
     for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(cb.initial[0])):
         np.testing.assert_array_equal(x, y)
 
 
+def test_stop_during_an_epoch_still_validates_and_ends_it():
+    stop = LambdaCallback(on_train_batch_end=lambda b, logs: b == 2 and stop.loop.request_stop())
+    state, history = tiny_fit([stop], epochs=3)
+    assert history.epoch == [0] and "val_loss" in history.history
+    assert int(state.step) == 3
+
+
+def test_stop_before_the_first_epoch_and_initial_epoch():
+    stop = LambdaCallback(on_train_begin=lambda logs: stop.loop.request_stop())
+    state, history = tiny_fit([stop], epochs=3)
+    assert history.epoch == [] and int(state.step) == 0
+    _, history = tiny_fit(epochs=3, initial_epoch=2)
+    assert history.epoch == [2]
+
+
+def test_swap_request_without_ema_is_an_error():
+    control = make_control(ema=False)
+    control.request_swap_ema()
+    with pytest.raises(ValueError, match="ema=True"):
+        control.apply_requests()
+
+
 def test_evaluate_counts_every_example():
-    state, _, eval_step, _ = tiny_setup()
+    state, _, eval_step, _ = tiny_parts()
     logs = evaluate(state.params, state.batch_stats, tiny_arrays(21), eval_step, batch_size=8,
                     mesh=make_mesh(jax.devices()[:1]))
     assert 0.0 <= logs["accuracy"] <= 1.0

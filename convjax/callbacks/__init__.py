@@ -1,6 +1,19 @@
-"""Keras-style training callbacks for `convjax.loop.fit`."""
+"""Keras-style training callbacks for `convjax.loop.fit` (docs/callbacks.md maps each one)."""
 
+from convjax.callbacks.backup import BackupAndRestore
 from convjax.callbacks.base import Callback, CallbackList
-from convjax.callbacks.recorders import CSVLogger, History, ProgbarLogger, TensorBoard
+from convjax.callbacks.checkpointing import ModelCheckpoint
+from convjax.callbacks.early_stopping import EarlyStopping
+from convjax.callbacks.ema import SwapEMAWeights
+from convjax.callbacks.lambda_callback import LambdaCallback
+from convjax.callbacks.lr import LearningRateScheduler, ReduceLROnPlateau
+from convjax.callbacks.recorders import CSVLogger, History, ProgbarLogger
+from convjax.callbacks.remote import RemoteMonitor
+from convjax.callbacks.tensorboard import TensorBoard
+from convjax.callbacks.terminate_on_nan import TerminateOnNaN
 
-__all__ = ["CSVLogger", "Callback", "CallbackList", "History", "ProgbarLogger", "TensorBoard"]
+__all__ = [
+    "BackupAndRestore", "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
+    "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger",
+    "ReduceLROnPlateau", "RemoteMonitor", "SwapEMAWeights", "TensorBoard", "TerminateOnNaN",
+]

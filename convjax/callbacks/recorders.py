@@ -1,4 +1,4 @@
-"""Callbacks that record: History, progress bar, CSVLogger, TensorBoard scalars.
+"""Callbacks that record: History, the progress bar, CSVLogger (TensorBoard: tensorboard.py).
 
 I/O (printing and files). Each writes plain numbers it receives in `logs`.
 """
@@ -6,8 +6,8 @@ I/O (printing and files). Each writes plain numbers it receives in `logs`.
 from __future__ import annotations
 
 import csv
-import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -73,7 +73,13 @@ class ProgbarLogger(Callback):
 
 class CSVLogger(Callback):
     """Keras's CSVLogger: `epoch` then the sorted log keys, "NA" for missing, one row per
-    epoch, flushed at once; with `append=True` the header is written only to an empty file."""
+    epoch, flushed at once; with `append=True` the header is written only to an empty file.
+
+    Unlike Keras, appending keeps the existing header's columns (Keras re-sorts the new run's
+    keys under the old header), it does not add `val_*` columns to runs without validation,
+    and a run resumed by BackupAndRestore cuts the file back to the rows of the backup and
+    continues it (Keras would duplicate rows, or with `append=False` erase them).
+    """
 
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False):
         self.filename = Path(filename)
@@ -84,13 +90,18 @@ class CSVLogger(Callback):
         self._writer = None
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.on_train_end()  # a reused logger closes the previous run's file
         self.filename.parent.mkdir(parents=True, exist_ok=True)
-        has_rows = self.append and self.filename.exists() and self.filename.stat().st_size > 0
-        if has_rows:
-            with open(self.filename) as f:
-                self.keys = next(csv.reader(f, delimiter=self.sep))[1:]
-        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        keep = self.append or self.loop.resumed
+        self.keys = self._header_keys() if keep else None
+        self._file = open(self.filename, "a" if keep else "w", newline="")
         self._writer = None
+
+    def _header_keys(self) -> list[str] | None:
+        if not self.filename.exists() or self.filename.stat().st_size == 0:
+            return None
+        with open(self.filename, newline="") as f:
+            return next(csv.reader(f, delimiter=self.sep))[1:]
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         logs = logs or {}
@@ -111,36 +122,26 @@ class CSVLogger(Callback):
             self._file.close()
             self._file = None
 
+    def state_dict(self) -> dict:
+        if self._file is None:
+            return {"size": None, "keys": self.keys}
+        self._file.flush()
+        return {"size": self.filename.stat().st_size, "keys": self.keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Cuts off the rows written after the backup (the resumed run writes them again)."""
+        if state.get("size") is None or self._file is None:
+            return
+        self._file.close()  # reopened after the cut, so that tell() sees the new length
+        os.truncate(self.filename, state["size"])
+        self._file = open(self.filename, "a", newline="")
+        self.keys = state["keys"]
+        self._writer = None
+
 
 def _csv_value(value) -> str | float:
-    return "NA" if value is None else value
-
-
-class TensorBoard(Callback):
-    """Epoch scalars in Keras's layout: `<log_dir>/train` and `<log_dir>/validation` runs with
-    `epoch_loss`, `epoch_accuracy`, `epoch_learning_rate` tags, written with tensorboardX."""
-
-    def __init__(self, log_dir: str | os.PathLike = "logs"):
-        self.log_dir = Path(log_dir)
-        self._writers = {}
-
-    def _writer(self, run: str):
-        if run not in self._writers:
-            from tensorboardX import SummaryWriter
-
-            self._writers[run] = SummaryWriter(str(self.log_dir / run))
-        return self._writers[run]
-
-    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        for key, value in (logs or {}).items():
-            if value is None or not math.isfinite(value):
-                continue
-            run, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            self._writer(run).add_scalar(f"epoch_{name}", value, global_step=epoch)
-        for writer in self._writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs: Logs | None = None) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+    if value is None:
+        return "NA"
+    if isinstance(value, Iterable) and not isinstance(value, str):  # Keras: "[1, 2]"
+        return f"[{', '.join(map(str, value))}]"
+    return value
