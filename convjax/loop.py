@@ -165,8 +165,11 @@ def fit(
         step_fn=step_fn, eval_fn=eval_fn,
         batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
     )
+    # A copy (may_alias=False): the steps donate the state's buffers, and the caller's own
+    # `state` must stay usable after fit (Keras users expect their inputs to survive).
     control = LoopControl(
-        state=jax.device_put(state, replicated(mesh)), schedule=schedule, epochs=epochs,
+        state=jax.device_put(state, replicated(mesh), may_alias=False), schedule=schedule,
+        epochs=epochs,
         steps_per_epoch=steps_per_epoch(len(train), batch_size), epoch=initial_epoch,
     )
     history = History()

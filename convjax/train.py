@@ -62,12 +62,14 @@ def train_and_evaluate(
     train, val, test = load_splits(cfg.data, cfg.train.seed)
     load_s = time.perf_counter() - t0
     parts = build(cfg, train.image_shape, len(train))
+    model_text = summary(parts["model"], train.image_shape)
     if cfg.train.verbose:
-        print(summary(parts["model"], train.image_shape), flush=True)
+        print(model_text, flush=True)
         print(f"train {len(train)}, validation {len(val) if val else 0}, test {len(test)} "
               f"images of shape {train.image_shape} on {jax.device_count()} device(s)")
     callbacks = [
-        CSVLogger(workdir / "history.csv"), TensorBoard(workdir / "tensorboard"),
+        CSVLogger(workdir / "history.csv"),
+        TensorBoard(workdir / "tensorboard", model_summary=model_text),
         *extra_callbacks,
     ]
     t1 = time.perf_counter()

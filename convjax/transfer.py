@@ -22,6 +22,7 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -66,9 +67,13 @@ def init_classifier(
 ) -> dict:
     """Pretrained backbone variables plus freshly initialised head parameters."""
     dummy = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    features = jax.eval_shape(
-        lambda v, x: model.backbone.apply(v, x, train=False), backbone_variables, dummy
-    )
+    try:
+        features = jax.eval_shape(
+            lambda v, x: model.backbone.apply(v, x, train=False), backbone_variables, dummy
+        )
+    except (flax.errors.FlaxError, TypeError, ValueError) as err:
+        name = type(model.backbone).__name__
+        raise ValueError(f"backbone_variables do not fit {name}: {err}") from err
     head = model.head.init(key, jnp.zeros(features.shape, features.dtype), train=False)
     params = {"backbone": backbone_variables["params"], "head": head["params"]}
     expected = jax.eval_shape(lambda x: model.init(key, x, train=False), dummy)["params"]

@@ -5,7 +5,8 @@ Each `--variant` is a name and comma-separated overrides; every variant shares `
     python -m experiments.ablate --experiment cifar10_cnn --workdir runs/augment \
         --set data.train_limit=10000 --set train.epochs=6 \
         --variant "none:" \
-        --variant "flip+shift:augment.horizontal_flip=true,augment.width_shift_range=0.1,augment.height_shift_range=0.1"
+        --variant "flip+shift:augment.horizontal_flip=true,augment.width_shift_range=0.1,\
+augment.height_shift_range=0.1"
 
 Writes `<workdir>/<variant>/` per run (as train_and_evaluate does), `<workdir>/results.jsonl`
 (one JSON object per variant, for notebooks) and `<workdir>/table.md`, which it also prints:

@@ -141,3 +141,13 @@ def test_batch_size_must_divide_devices():
         state, train_step, eval_step, schedule = tiny_setup()
         fit(state, tiny_arrays(48), train_step=train_step, eval_step=eval_step,
             schedule=schedule, epochs=1, batch_size=6, verbose=0, mesh=make_mesh())
+
+
+def test_callers_state_survives_fit():
+    # fit donates buffers to its steps; it must work on a copy, not the caller's arrays.
+    state, train_step, eval_step, schedule = tiny_setup()
+    before = jax.device_get(state.params)
+    fit(state, tiny_arrays(48), train_step=train_step, eval_step=eval_step, schedule=schedule,
+        epochs=1, batch_size=8, verbose=0, mesh=make_mesh(jax.devices()[:1]))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)  # raises "Array has been deleted" without the copy

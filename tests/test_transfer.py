@@ -11,7 +11,11 @@ from convjax.sharding import make_mesh
 from convjax.steps import make_eval_step, make_train_step
 from convjax.train_state import state_from_variables
 from convjax.transfer import (
-    Classifier, Head, init_classifier, make_partitioned_optimizer, trainable_labels,
+    Classifier,
+    Head,
+    init_classifier,
+    make_partitioned_optimizer,
+    trainable_labels,
 )
 from helpers import TinyBackbone, tiny_arrays
 
@@ -74,5 +78,5 @@ def test_frozen_parameters_get_no_optimizer_state():
 def test_mismatched_backbone_variables_are_an_error():
     model = Classifier(TinyBackbone(), Head(num_classes=2))
     wrong = {"params": {"block1": {"kernel": jnp.zeros((3, 3, 3, 4)), "bias": jnp.zeros(4)}}}
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="do not fit TinyBackbone"):
         init_classifier(model, jax.random.key(0), (8, 8, 3), wrong)
