@@ -153,7 +153,7 @@ def fit(
 ) -> tuple[TrainState, History]:
     """Keras's `model.fit`, functionally: returns the final state and the History.
 
-    `state`'s buffers are donated to the first step: keep a copy if you need it afterwards.
+    `state` itself is left intact: the loop trains (and donates the buffers of) its own copy.
     """
     mesh = mesh or make_mesh()
     check_divisible(batch_size, mesh, "batch_size")
