@@ -27,7 +27,7 @@ class ModelConfig:
     dense_dropout: float = 0.5  # after each hidden Dense layer
     num_classes: int = 10
     l2: float = 0.0  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel**2) to the loss
-    # Faster formulations on XLA:CPU that compute the same function (see benchmarks/README).
+    # Faster formulations on XLA:CPU that compute the same function (README, "Training speed").
     conv_impl: str = "xla"  # "xla" (lax.conv) or "im2col" (patches @ kernel)
     pool_impl: str = "xla"  # "xla" (reduce_window) or "reshape" (max over a 2x2 reshape)
 

@@ -3,13 +3,15 @@
 Pure. Each alternative computes the same function as the standard Flax/lax layer (tests
 compare them); they exist because XLA:CPU is slow at two gradients that CNN training needs:
 
-- conv weight-gradients (~5x the forward) -> `im2col`: gather the k*k shifted views into one
-  patch tensor, so forward and both gradients are plain matrix products, which XLA:CPU runs
-  through its fast dot kernels;
-- the max-pool gradient (`select_and_scatter`, ~45x its forward here) -> `reshape`: for
-  2x2/stride-2 pooling a max over a reshaped axis, whose gradient is an elementwise mask.
+- conv weight-gradients -> `im2col`: gather the k*k shifted views into one patch tensor, so
+  forward and both gradients are plain matrix products, which XLA:CPU runs through its fast
+  dot kernels;
+- the max-pool gradient (`select_and_scatter`) -> `reshape`: for 2x2/stride-2 pooling a max
+  over a reshaped axis, whose gradient is an elementwise mask.
 
-Measured effect: see benchmarks/README.md. On GPU/TPU the standard layers are the right default.
+Measured (benchmarks/bench_train_speed.py, README "Training speed"): im2col + reshape trains
+the course CNN 2.5x faster than the standard layers on a 2-core CPU. On GPU/TPU the standard
+layers are the right default.
 """
 
 from __future__ import annotations
