@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from convjax.cache import cache_root
 from convjax.data.decode import DecodeSpec
 
 CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("CONVJAX_CACHE", Path.home() / ".cache" / "convjax"))
+    return cache_root()
 
 
 def resolve_cache_dir(cache_dir: str | Path | bool | None) -> Path | None:

@@ -21,7 +21,6 @@ Keras's kernel layouts (kh, kw, in, out) and (in, out) are Flax's too, so nothin
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import urllib.error
@@ -35,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax.cache import cache_root, file_digest
 from convjax.models.inception_v3 import MIN_SIZE, InceptionV3, keras_conv_order
 
 # Read from keras/src/applications/inception_v3.py (Keras 3.15), which downloads these files.
@@ -223,16 +223,11 @@ def load_inception_v3_weights(path: str | os.PathLike, model: InceptionV3) -> di
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("CONVJAX_CACHE") or Path.home() / ".cache" / "convjax"
-    return Path(root) / "weights"
+    return cache_root() / "weights"
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")  # Keras publishes md5 hashes of its weight files
 
 
 def fetch_file(url: str, dest: Path, md5: str) -> Path:

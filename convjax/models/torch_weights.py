@@ -17,7 +17,6 @@ Layout changes (PyTorch -> Flax):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from convjax.cache import cache_root, file_digest
 from convjax.models.efficientnet_lite import IMAGE_SIZE, EfficientNetLite0, block_specs
 
 INSTALL_HINT = (
@@ -176,16 +176,11 @@ def package_weights_path() -> Path | None:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("CONVJAX_CACHE") or Path.home() / ".cache" / "convjax"
-    return Path(root) / "weights"
+    return cache_root() / "weights"
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def save_variables_npz(variables: Mapping[str, Any], path: Path) -> None:
