@@ -42,8 +42,10 @@ def extract_features(
 ) -> np.ndarray:
     """The backbone's outputs (inference mode) for every image, as float32 numpy."""
 
+    # Variables are an argument, not a closure: closed-over arrays would be baked into the
+    # compiled program as constants (millions of them for a backbone).
     @jax.jit
-    def features(batch):
+    def features(variables, batch):
         return backbone.apply(variables, preprocess(batch.astype(np.float32)), train=False)
 
     outputs = []
@@ -51,7 +53,7 @@ def extract_features(
         chunk = images_uint8[start : start + batch_size]
         pad = batch_size - len(chunk)  # one compiled shape: pad the last batch, then drop
         padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(np.asarray(features(padded))[: len(chunk)])
+        outputs.append(np.asarray(features(variables, padded))[: len(chunk)])
     return np.concatenate(outputs).astype(np.float32)
 
 

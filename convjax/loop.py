@@ -45,11 +45,16 @@ def _accumulate_eval(eval_step: Callable) -> Callable:
     return step
 
 
-def _compiled_steps(train_step: Callable, eval_step: Callable) -> tuple[Callable, Callable]:
+def _cached(jit_fn: Callable, *step_fns: Callable):
     try:
-        return _jitted_steps(train_step, eval_step)
+        return jit_fn(*step_fns)
     except TypeError:  # unhashable step functions: compile for this call only
-        return _jitted_steps.__wrapped__(train_step, eval_step)
+        return jit_fn.__wrapped__(*step_fns)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_eval(eval_step: Callable) -> Callable:
+    return jax.jit(_accumulate_eval(eval_step), donate_argnums=(2,))
 
 
 @functools.lru_cache(maxsize=16)
@@ -57,20 +62,27 @@ def _jitted_steps(train_step: Callable, eval_step: Callable) -> tuple[Callable, 
     """The loop's compiled steps, built once per pair of step functions, so that calling
     `fit` again with the same steps (continuing training, a resumed run) does not recompile."""
     return (jax.jit(_accumulate(train_step), donate_argnums=(0, 1)),
-            jax.jit(_accumulate_eval(eval_step), donate_argnums=(2,)))
+            _cached(_jitted_eval, eval_step))
 
 
 def evaluate(
     params: Any, batch_stats: Any, data: ArraySource | DeviceDataset, eval_step: Callable,
-    batch_size: int = 500, mesh=None, _jitted: Callable | None = None,
+    batch_size: int = 500, mesh=None,
 ) -> Logs:
-    """Loss and accuracy over every example of `data` (padded last batch masked out)."""
+    """Loss and accuracy over every example of `data` (padded last batch masked out).
+    Compiled once per `eval_step`, so repeated evaluations do not recompile."""
+    return _evaluate_with(_cached(_jitted_eval, eval_step), params, batch_stats, data,
+                          batch_size, mesh)
+
+
+def _evaluate_with(fn: Callable, params: Any, batch_stats: Any, data, batch_size: int,
+                   mesh) -> Logs:
     mesh = mesh or make_mesh()
     batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size  # round up
     if isinstance(data, ArraySource):
         data = DeviceDataset.put(data, replicated(mesh))
-    fn = _jitted or jax.jit(_accumulate_eval(eval_step), donate_argnums=(2,))
-    sums = zero_sums()
+    # Placed like the step's output sums, so the second batch does not trigger a recompile.
+    sums = jax.device_put(zero_sums(), replicated(mesh))
     for idx, mask in eval_indices(len(data), batch_size):
         idx, mask = jax.device_put((idx, mask), batch_sharded(mesh))
         sums = fn(params, batch_stats, sums, data.images, data.labels, idx, mask)
@@ -116,9 +128,9 @@ def _train_epoch(run: _Run, control: LoopControl, cbs: CallbackList, epoch: int)
 def _validate(run: _Run, control: LoopControl, cbs: CallbackList) -> Logs:
     cbs.call("on_test_begin", {})
     state = control.state
-    logs = evaluate(
-        eval_params(state, control.eval_with_ema), state.batch_stats, run.val, None,
-        run.eval_batch_size, run.mesh, _jitted=run.eval_fn,
+    logs = _evaluate_with(
+        run.eval_fn, eval_params(state, control.eval_with_ema), state.batch_stats, run.val,
+        run.eval_batch_size, run.mesh,
     )
     cbs.call("on_test_end", logs)
     return {f"val_{k}": v for k, v in logs.items()}
@@ -157,7 +169,7 @@ def fit(
     """
     mesh = mesh or make_mesh()
     check_divisible(batch_size, mesh, "batch_size")
-    step_fn, eval_fn = _compiled_steps(train_step, eval_step)
+    step_fn, eval_fn = _cached(_jitted_steps, train_step, eval_step)
     run = _Run(
         mesh=mesh,
         train=DeviceDataset.put(train, replicated(mesh)),

@@ -151,3 +151,20 @@ def test_callers_state_survives_fit():
         epochs=1, batch_size=8, verbose=0, mesh=make_mesh(jax.devices()[:1]))
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(a, b)  # raises "Array has been deleted" without the copy
+
+
+def test_evaluate_compiles_once_per_eval_step():
+    state, _, eval_step, _ = tiny_setup()
+    traces = []
+
+    def counting_eval_step(params, batch_stats, batch):
+        traces.append(1)  # runs only while jax traces (compiles) the step
+        return eval_step(params, batch_stats, batch)
+
+    mesh = make_mesh(jax.devices()[:1])
+    first = evaluate(state.params, state.batch_stats, tiny_arrays(21), counting_eval_step,
+                     batch_size=8, mesh=mesh)
+    second = evaluate(state.params, state.batch_stats, tiny_arrays(21), counting_eval_step,
+                      batch_size=8, mesh=mesh)
+    assert first == second
+    assert len(traces) == 1
