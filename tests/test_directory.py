@@ -16,10 +16,12 @@ from PIL import Image
 
 from convjax.data import (
     BadImageError,
+    CacheWriteWarning,
     DecodeSpec,
     SkippedImagesWarning,
     decode_image,
     flow_from_directory,
+    folder_cache,
     image_dataset_from_directory,
     streaming,
 )
@@ -410,8 +412,14 @@ def test_partial_first_pass_publishes_nothing_then_completes(tmp_path):
     ds = idfd(root, batch_size=2, seed=0, cache_dir=cache)
     next(iter(ds))  # stop after one batch
     assert cached_files(cache) == []
-    all_batches(ds, 1)  # the next full epoch finishes the cache
+    resumed = all_batches(ds, 1)  # the next full epoch finishes the cache
     assert len(cached_files(cache)) == 1
+    uncached = all_batches(idfd(root, batch_size=2, seed=0), 1)
+    for (got, _), (want, _) in zip(resumed, uncached, strict=True):
+        np.testing.assert_array_equal(got, want)  # rows re-read from the unfinished file
+    warm = idfd(root, batch_size=2, seed=0, cache_dir=cache)
+    for (got, _), (want, _) in zip(all_batches(warm, 1), uncached, strict=True):
+        np.testing.assert_array_equal(got, want)  # and the published file holds them all
     abandoned = idfd(root, batch_size=2, seed=0, cache_dir=cache, image_size=(2, 2))
     next(iter(abandoned))
     del abandoned
@@ -476,3 +484,27 @@ def test_cats_vs_dogs_photos_load_at_150(shared_archive, tmp_path):
                                         shuffle=False, verbose=False).to_array_source()
     assert test.images.shape == (1000, 150, 150, 3)
     assert np.bincount(test.labels).tolist() == [500, 500]
+
+
+@pytest.mark.parametrize("failing", ["pwrite", "fsync"])
+def test_a_full_disk_drops_the_cache_with_a_warning_and_loses_no_image(
+        tmp_path, monkeypatch, failing):
+    root = tree(tmp_path / "d", per_class=(4, 4))
+    cache = tmp_path / "cache"
+    uncached = all_batches(idfd(root, batch_size=3, seed=0))
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(folder_cache.os, failing, disk_full)
+    ds = idfd(root, batch_size=3, seed=0, cache_dir=cache)
+    with pytest.warns(CacheWriteWarning, match="No space left"):
+        batches = all_batches(ds)
+    for (got, got_labels), (want, want_labels) in zip(batches, uncached, strict=True):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_labels, want_labels)
+    monkeypatch.undo()
+    gc.collect()
+    assert cached_files(cache) == [] and not list((cache / "folders").glob("*.tmp*"))
+    assert [ids(b[0]) for b in all_batches(ds, 1)] == [
+        ids(b[0]) for b in all_batches(idfd(root, batch_size=3, seed=0), 1)]

@@ -41,6 +41,11 @@ class SkippedImagesWarning(UserWarning):
     """Some files could not be decoded and were left out (the message lists them)."""
 
 
+class CacheWriteWarning(UserWarning):
+    """The decoded-image cache could not be written (e.g. a full disk); loading goes on
+    without it."""
+
+
 def encode_labels(labels: np.ndarray, label_mode: str, num_classes: int) -> np.ndarray:
     """int class indices -> the label array `label_mode` asks for (pure)."""
     if label_mode == "int":
@@ -161,7 +166,7 @@ class FolderDataset:
         if self._cache is not None:
             return np.asarray(self._cache.images[row])
         if self._writer is not None and self._writer.known[row]:
-            return np.asarray(self._writer.images[row])
+            return self._writer.get(row)
         try:
             image = decode_image(self.file_paths[i], self.spec)
         except BadImageError as err:
@@ -171,9 +176,23 @@ class FolderDataset:
             if self._writer is not None:
                 self._writer.put_bad(row, str(err))
             return None
-        if self._writer is not None:
-            self._writer.put(row, image)
+        self._cache_row(row, image)
         return image
+
+    def _cache_row(self, row: int, image: np.ndarray) -> None:
+        """Writes a decoded row to the unfinished cache; on failure (a full disk, say) drops
+        the cache with one warning and goes on decoding: the cache is an optimisation, and
+        losing it must not stop training. Dropping the writer deletes its partial file."""
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            writer.put(row, image)
+        except OSError as err:
+            if self._writer is writer:  # another decode thread may have dropped it already
+                self._writer = None
+                warnings.warn(f"not caching decoded images in {writer.folder}: {err}",
+                              CacheWriteWarning, stacklevel=2)
 
     def _examples(self, order: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """(file index, image) for each readable file of `order`, decoded ahead in threads."""
@@ -184,9 +203,17 @@ class FolderDataset:
                 return
             yield from self._decoded_in_threads(order)
             if self._writer is not None and self._writer.complete:
-                self._cache, self._writer = self._writer.finish(), None
+                self._publish_cache()
         finally:  # also when the consumer stops early: never a silent drop
             self._report_skipped()
+
+    def _publish_cache(self) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            self._cache = writer.finish()
+        except OSError as err:  # as in _cache_row: warn, and go on decoding
+            warnings.warn(f"not caching decoded images in {writer.folder}: {err}",
+                          CacheWriteWarning, stacklevel=2)
 
     def _decoded_in_threads(self, order: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         window = (self.batch_size or 1) * (self.prefetch_batches + 1)
