@@ -35,6 +35,7 @@ def test_train_and_evaluate_writes_tensorboard_csv_checkpoint(tmp_path):
     results = train_and_evaluate(_tiny_config(data, tmp_path / "cache"), tmp_path / "run")
     run = tmp_path / "run"
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["epochs_run"] == 2
+    assert 0.0 <= results["train_eval_accuracy"] <= 1.0 and results["train_eval_loss"] > 0
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["0", "1"]
