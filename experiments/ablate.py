@@ -9,7 +9,8 @@ Each `--variant` is a name and comma-separated overrides; every variant shares `
 augment.height_shift_range=0.1"
 
 Writes `<workdir>/<variant>/` per run (as train_and_evaluate does), `<workdir>/results.jsonl`
-(one JSON object per variant, for notebooks) and `<workdir>/table.md`, which it also prints:
+(one JSON object per variant, for notebooks), `<workdir>/curves.png` (learning curves, when
+matplotlib is installed) and `<workdir>/table.md`, which it also prints:
 final train (inference mode) and validation accuracy, their gap (overfitting), test accuracy,
 the epoch's running train accuracy, wall time.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from convjax.config import apply_overrides
 from convjax.train import train_and_evaluate
+from experiments.plots import plot_runs
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -47,13 +49,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="cifar10_cnn", help="module in experiments/")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--set", action="append", default=[], help="overrides for all variants")
     parser.add_argument("--variant", action="append", required=True, help="NAME:k=v,k=v")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     base = importlib.import_module(f"experiments.{args.experiment}").config()
     base = apply_overrides(base, args.set)
     variants = [parse_variant(v) for v in args.variant]
@@ -73,6 +75,8 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
     (workdir / "table.md").write_text(table(rows) + "\n")
     print(table(rows))
+    plot_runs([workdir / name for name in configs], workdir / "curves.png",
+              title=" / ".join(args.set))
 
 
 if __name__ == "__main__":
