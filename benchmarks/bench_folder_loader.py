@@ -9,7 +9,9 @@ Compares, on the shared photos (train/: 2,000 JPEGs of varying size, median ~447
   an empty cache folder (so the epoch also writes the cache), and once with full-size JPEG
   decoding (`jpeg_draft=False`) to show what the thread pool alone gives;
 - convjax warm: a new dataset (as a later run would make) reading that cache;
-- Keras 3 `image_dataset_from_directory` (tf.data), only if TensorFlow is importable.
+- Keras 3 `image_dataset_from_directory` (tf.data: decodes with TensorFlow's own JPEG and
+  resize kernels, in parallel), run by `--tf-python` (default: this interpreter), skipped with
+  the reason when that interpreter cannot import TensorFlow.
 
 Every file is read once before timing, so all rows measure decoding, not the disk. Targets:
 cold (with cache writing) >= 2x the baseline, warm >= 20x.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,18 +90,35 @@ def convjax_dataset(paths: list[str], cache_dir, jpeg_draft: bool = True):
                          cache_dir=cache_dir)
 
 
-def keras_peer(root: Path) -> tuple[float, float] | None:
-    """Keras 3's own loader on the whole folder (its listing is part of its first epoch)."""
-    try:
-        import tensorflow  # noqa: F401  (Keras's loader is tf.data)
-    except ImportError:
-        print("Keras image_dataset_from_directory: skipped (TensorFlow is not installed)")
-        return None
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
+# Keras's loader, timed by the interpreter that has TensorFlow (it may be another venv's). It
+# prints (images/s, CPU ms per image) for one epoch; the listing happens before the clock starts.
+KERAS_SNIPPET = """
+import os, sys, time
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+ds = keras.utils.image_dataset_from_directory(
+    sys.argv[1], image_size=(int(sys.argv[2]), int(sys.argv[3])), batch_size=int(sys.argv[4]),
+    seed=0, verbose=False)
+start, cpu, count = time.perf_counter(), time.process_time(), 0
+for images, labels in ds:
+    count += len(images)
+print(count / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / count)
+"""
 
-    return measure(keras.utils.image_dataset_from_directory(
-        root, image_size=SIZE, batch_size=BATCH, seed=0, verbose=False))
+
+def keras_peer(root: Path, python: str) -> tuple[float, float] | None:
+    """Keras 3's own loader (tf.data) on the whole folder, in a child `python`; None (with
+    the reason) when that interpreter cannot import TensorFlow and Keras."""
+    proc = subprocess.run([python, "-c", KERAS_SNIPPET, str(root), str(SIZE[0]), str(SIZE[1]),
+                           str(BATCH)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        print(f"Keras image_dataset_from_directory: skipped ({reason[:120]}; "
+              "pass --tf-python with a venv that has tensorflow)")
+        return None
+    rate, cpu_ms = (float(x) for x in proc.stdout.split()[-2:])
+    return rate, cpu_ms
 
 
 def one_round(paths: list[str]) -> dict[str, tuple[float, float]]:
@@ -123,7 +143,7 @@ ROWS = (  # (key, description, target ratio to the baseline)
 )
 
 
-def run(root: Path, limit: int, rounds: int, per_round: int) -> list[dict]:
+def run(root: Path, limit: int, rounds: int, per_round: int, tf_python: str) -> list[dict]:
     """Short interleaved rounds, each on the next `per_round` photos: the machine is shared,
     so each loader is compared with the baseline measured seconds before it, and the median
     of those ratios over the rounds is reported."""
@@ -148,7 +168,7 @@ def run(root: Path, limit: int, rounds: int, per_round: int) -> list[dict]:
     if limit:
         print("Keras image_dataset_from_directory: skipped (it reads the whole folder; "
               "run without --limit)")
-    elif (keras := keras_peer(root)) is not None:
+    elif (keras := keras_peer(root, tf_python)) is not None:
         results.append({"baseline": measure(pil_loop(paths)), "keras": keras})
     return results
 
@@ -183,6 +203,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8, help="interleaved repetitions")
     parser.add_argument("--per-round", type=int, default=500, help="photos per round")
     parser.add_argument("--workdir", default=None, help="where the archive is extracted")
+    parser.add_argument("--tf-python", default=sys.executable,
+                        help="interpreter for the Keras peer (a venv with tensorflow)")
     args = parser.parse_args()
     archive = args.data / "cats_vs_dogs-small.tar.gz"
     if not archive.exists():
@@ -191,7 +213,8 @@ def main() -> int:
     from convjax.data import resolve_folder
 
     root = resolve_folder(archive, args.workdir) / args.split
-    return 0 if print_table(run(root, args.limit, args.rounds, args.per_round)) else 1
+    return 0 if print_table(run(root, args.limit, args.rounds, args.per_round,
+                                         args.tf_python)) else 1
 
 
 if __name__ == "__main__":
