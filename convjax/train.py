@@ -40,7 +40,6 @@ from convjax.optim import make_optimizer, make_schedule
 from convjax.steps import make_eval_step, make_train_step
 from convjax.train_state import eval_params, init_train_state
 
-
 TRAIN_EVAL_LIMIT = 10_000  # training images re-evaluated in inference mode at the end
 
 
