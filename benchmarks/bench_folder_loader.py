@@ -23,14 +23,15 @@ The data folder comes from --data, else $CONVJAX_SHARED_DATA, else ../shared/dat
 repository; the archive is extracted once into --workdir (default: $CONVJAX_CACHE or
 ~/.cache/convjax). The machine is shared, so the loaders run in 8 short interleaved rounds and
 the table gives medians of the per-round ratios (with their range) and CPU ms per image.
-Runtime about a minute. One run on 2 shared cores at load average ~9, where single rounds
-swing by 2x (not yet measured on idle cores):
+Runtime about a minute. One run on the idle 2-core machine (load average 0.2 at the start;
+README "Results" has the others):
 
-    single-threaded PIL loop                        291 img/s   1.00x   2.32 CPU ms/img
-    convjax cold, no cache                          489         1.54x   1.64
-    convjax cold, no cache, jpeg_draft=False        390         1.34x   2.52
-    convjax cold, writing the cache                 559         2.10x   1.97   (target 2x)
-    convjax warm, from the cache                  14337        46.0x    0.03   (target 20x)
+    single-threaded PIL loop                        463 img/s   1.00x   2.15 CPU ms/img
+    convjax cold, no cache                         1140         2.54x   1.58
+    convjax cold, no cache, jpeg_draft=False        834         1.81x   2.25
+    convjax cold, writing the cache                1040         2.21x   1.63   (target 2x)
+    convjax warm, from the cache                  43877        94.9x    0.02   (target 20x)
+    Keras image_dataset_from_directory             1563         2.99x   1.13   (--tf-python)
 """
 
 from __future__ import annotations
