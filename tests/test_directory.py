@@ -508,3 +508,12 @@ def test_a_full_disk_drops_the_cache_with_a_warning_and_loses_no_image(
     assert cached_files(cache) == [] and not list((cache / "folders").glob("*.tmp*"))
     assert [ids(b[0]) for b in all_batches(ds, 1)] == [
         ids(b[0]) for b in all_batches(idfd(root, batch_size=3, seed=0), 1)]
+    assert cached_files(cache) == []  # this dataset stopped caching: one warning, no retries
+
+
+def test_cache_row_of_the_wrong_shape_is_refused_naming_the_row(tmp_path):
+    writer = folder_cache.CacheWriter(tmp_path, "k", 3, (2, 2, 3), DecodeSpec((2, 2)))
+    writer.put(1, np.full((2, 2, 3), 7, np.uint8))
+    np.testing.assert_array_equal(writer.get(1), np.full((2, 2, 3), 7, np.uint8))
+    with pytest.raises(ValueError, match=r"cache row 2: expected \(2, 2, 3\)"):
+        writer.put(2, np.zeros((2, 3, 3), np.uint8))

@@ -170,34 +170,33 @@ class FolderDataset:
         row = int(self.row_of[i])
         if self._cache is not None:
             return np.asarray(self._cache.images[row])
-        if self._writer is not None and self._writer.known[row]:
-            return self._writer.get(row)
+        writer = self._writer  # read once: another decode thread may drop it (_drop_cache)
+        if writer is not None and writer.known[row]:
+            return writer.get(row)
         try:
             image = decode_image(self.file_paths[i], self.spec)
         except BadImageError as err:
             if self.on_error == "raise":
                 raise
             self.bad[i] = str(err)
-            if self._writer is not None:
-                self._writer.put_bad(row, str(err))
+            if writer is not None:
+                writer.put_bad(row, str(err))
             return None
-        self._cache_row(row, image)
+        if writer is not None:
+            try:
+                writer.put(row, image)
+            except OSError as err:  # a full disk, say
+                self._drop_cache(writer, err)
         return image
 
-    def _cache_row(self, row: int, image: np.ndarray) -> None:
-        """Writes a decoded row to the unfinished cache; on failure (a full disk, say) drops
-        the cache with one warning and goes on decoding: the cache is an optimisation, and
-        losing it must not stop training. Dropping the writer deletes its partial file."""
-        writer = self._writer
-        if writer is None:
-            return
-        try:
-            writer.put(row, image)
-        except OSError as err:
-            if self._writer is writer:  # another decode thread may have dropped it already
-                self._writer = None
-                warnings.warn(f"not caching decoded images in {writer.folder}: {err}",
-                              CacheWriteWarning, stacklevel=2)
+    def _drop_cache(self, writer: CacheWriter, err: OSError) -> None:
+        """Stops caching for this dataset, with one warning, and goes on decoding: the cache
+        is an optimisation, and losing it must not stop training. Dropping the writer deletes
+        its partial file; no later epoch tries again (the disk is likely still full)."""
+        if self._writer is writer:  # not yet dropped by another decode thread
+            self._writer, self.cache_dir = None, None
+            warnings.warn(f"not caching decoded images in {writer.folder}: {err}",
+                          CacheWriteWarning, stacklevel=3)
 
     def _examples(self, order: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """(file index, image) for each readable file of `order`, decoded ahead in threads."""
@@ -213,12 +212,11 @@ class FolderDataset:
             self._report_skipped()
 
     def _publish_cache(self) -> None:
-        writer, self._writer = self._writer, None
+        writer = self._writer
         try:
-            self._cache = writer.finish()
-        except OSError as err:  # as in _cache_row: warn, and go on decoding
-            warnings.warn(f"not caching decoded images in {writer.folder}: {err}",
-                          CacheWriteWarning, stacklevel=2)
+            self._cache, self._writer = writer.finish(), None
+        except OSError as err:
+            self._drop_cache(writer, err)
 
     def _decoded_in_threads(self, order: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         window = (self.batch_size or 1) * (self.prefetch_batches + 1)
