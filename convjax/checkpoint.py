@@ -141,6 +141,27 @@ def restore_latest_backup(
     return None
 
 
+def _trash(directory: Path) -> Path:
+    directory = Path(directory)
+    return directory.with_name(directory.name + ".deleting")
+
+
+def discard_deleted_backups(directory: str | Path) -> None:
+    """Finishes a `delete_backups` that a crash interrupted."""
+    shutil.rmtree(_trash(Path(directory)), ignore_errors=True)
+
+
+def delete_backups(directory: str | Path) -> None:
+    """Removes a backup directory. Renamed first, so that a crash during the deletion leaves
+    no half-deleted backup to resume from."""
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    discard_deleted_backups(directory)
+    directory.rename(_trash(directory))
+    discard_deleted_backups(directory)
+
+
 def _split_arrays(states: dict[str, dict]) -> tuple[dict[str, dict], dict[str, Any]]:
     json_part, arrays = {}, {}
     for name, state in states.items():

@@ -1,222 +1,328 @@
-"""`fit` and `evaluate`: the only place that dispatches steps, reads metrics and runs callbacks.
+"""`fit`, `evaluate` and `predict`: the only place that dispatches steps, reads metrics, runs
+callbacks and saves or restores backups.
 
-Effects live here. The steps are pure and jitted once each (state buffers donated); metrics
-stay on the device as running sums and are read back once per epoch, or on the batches a
-callback asks for. Callbacks request actions through `LoopControl`; the loop applies them.
-The event order and how one callback's action reaches the next are in `callbacks/base.py`.
+Effects live here. The loop owns its run state (`_Run`: the train state, the epoch's metric
+sums, the position, the stop flag); callbacks see it through a read-only `LoopView` and ask
+for actions, which `_apply` carries out in one place. Metrics stay on the device as running
+sums; per-batch logs are read one step late (after the next step is dispatched), so the
+device never waits for logging; epoch logs are read once per epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax.callbacks.base import Callback, CallbackList, Logs
-from convjax.callbacks.control import METRIC_KEYS, LoopControl, sums_to_logs, zero_sums
+from convjax import checkpoint
+from convjax.callbacks.backup import BackupAndRestore, BackupOptions
+from convjax.callbacks.base import (
+    Callback, CallbackList, EvalWithEma, LoopView, Request, SetLearningRate, SetParams, Stop,
+    SwapEma,
+)
 from convjax.callbacks.recorders import History, ProgbarLogger
-from convjax.data.arrays import ArraySource
-from convjax.data.loader import DeviceDataset, eval_indices, gather, steps_per_epoch, train_indices
-from convjax.optim import Schedule
-from convjax.sharding import batch_sharded, check_divisible, make_mesh, replicated
+from convjax.data.batches import BatchSource
+from convjax.metrics import Logs, Sums, host_logs, sums_to_logs, zero_sums
+from convjax.optim import learning_rate, lr_scale, with_lr_scale
+from convjax.sharding import batch_sharded, make_mesh, place_replicated
+from convjax.steps import Steps
 from convjax.train_state import TrainState, eval_params
 
 
-def _accumulate(train_step: Callable) -> Callable:
-    def step(state, sums, images, labels, indices):
-        state, metrics = train_step(state, gather(images, labels, indices))
-        return state, jax.tree.map(jnp.add, sums, {k: metrics[k] for k in METRIC_KEYS})
+class TrainingInterrupted(Exception):
+    """`fit` stopped early because its `interrupt` event was set (SIGINT/SIGTERM in the
+    runner); the backup, when there is one, holds the run up to the last finished step."""
 
-    return step
-
-
-def _accumulate_eval(eval_step: Callable) -> Callable:
-    def step(params, batch_stats, sums, images, labels, indices, mask):
-        batch = {**gather(images, labels, indices), "mask": mask}
-        metrics = eval_step(params, batch_stats, batch)
-        return {k: sums[k] + metrics[k] if k in metrics else sums[k] for k in METRIC_KEYS}
-
-    return step
-
-
-def _cached(jit_fn: Callable, *step_fns: Callable):
-    try:
-        return jit_fn(*step_fns)
-    except TypeError:  # unhashable step functions: compile for this call only
-        return jit_fn.__wrapped__(*step_fns)
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_eval(eval_step: Callable) -> Callable:
-    return jax.jit(_accumulate_eval(eval_step), donate_argnums=(2,))
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_steps(train_step: Callable, eval_step: Callable) -> tuple[Callable, Callable]:
-    """The loop's compiled steps, built once per pair of step functions, so that calling
-    `fit` again with the same steps (continuing training, a resumed run) does not recompile."""
-    return (jax.jit(_accumulate(train_step), donate_argnums=(0, 1)),
-            _cached(_jitted_eval, eval_step))
-
-
-def evaluate(
-    params: Any, batch_stats: Any, data: ArraySource | DeviceDataset, eval_step: Callable,
-    batch_size: int = 500, mesh=None,
-) -> Logs:
-    """Loss and accuracy over every example of `data` (padded last batch masked out).
-    Compiled once per `eval_step`, so repeated evaluations do not recompile."""
-    return _evaluate_with(_cached(_jitted_eval, eval_step), params, batch_stats, data,
-                          batch_size, mesh)
-
-
-def _evaluate_with(fn: Callable, params: Any, batch_stats: Any, data, batch_size: int,
-                   mesh) -> Logs:
-    mesh = mesh or make_mesh()
-    batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size  # round up
-    if isinstance(data, ArraySource):
-        data = DeviceDataset.put(data, replicated(mesh))
-    # Placed like the step's output sums, so the second batch does not trigger a recompile.
-    sums = jax.device_put(zero_sums(), replicated(mesh))
-    for idx, mask in eval_indices(len(data), batch_size):
-        idx, mask = jax.device_put((idx, mask), batch_sharded(mesh))
-        sums = fn(params, batch_stats, sums, data.images, data.labels, idx, mask)
-    return sums_to_logs(sums)
+    def __init__(self, epoch: int, step_in_epoch: int, backed_up: bool):
+        super().__init__(f"interrupted at epoch {epoch + 1}, step {step_in_epoch}")
+        self.epoch, self.step_in_epoch, self.backed_up = epoch, step_in_epoch, backed_up
 
 
 @dataclasses.dataclass
 class _Run:
-    """Everything one `fit` call dispatches with (placed data and the jitted steps)."""
+    """The loop's run state: everything that changes while `fit` runs."""
 
+    state: TrainState
+    epochs: int
+    steps_per_epoch: int
+    epoch: int = 0
+    step_in_epoch: int = 0  # batches of `epoch` trained so far
+    sums: Sums | None = None  # the epoch's running metric sums, on device
+    stop_training: bool = False
+    eval_with_ema: bool = False
+    resumed: bool = False  # continues from a backup
+    nonfinite_steps: int = 0  # skipped non-finite updates this epoch, as of the latest read
+
+
+# --- Requests: the one place where callbacks' wishes change the run ------------------------
+
+
+def _apply(run: _Run, request: Request) -> None:
+    match request:
+        case Stop():
+            run.stop_training = True
+        case SetLearningRate(value):
+            run.state = _with_learning_rate(run.state, value)
+        case SetParams(params, batch_stats):
+            run.state = _with_params(run.state, params, batch_stats)
+        case EvalWithEma(flag):
+            run.eval_with_ema = flag
+        case SwapEma():
+            if run.state.ema_params is None:
+                raise ValueError("no EMA weights to swap: create the state with ema=True")
+            run.state = run.state.replace(params=run.state.ema_params,
+                                          ema_params=run.state.params)
+
+
+def _with_learning_rate(state: TrainState, value: float) -> TrainState:
+    """Sets `lr_scale` so that the current rate becomes `value` (the schedule keeps its shape)."""
+    current, scale = jax.device_get((learning_rate(state.opt_state), lr_scale(state.opt_state)))
+    base = float(current) / float(scale) if float(scale) else 0.0
+    if base == 0.0:
+        raise ValueError(
+            f"cannot set the learning rate to {value}: the schedule is at 0 here (e.g. the "
+            "start of a warm-up), so no scale of it reaches that rate")
+    return state.replace(opt_state=with_lr_scale(state.opt_state, value / base))
+
+
+def _with_params(state: TrainState, params: Any, batch_stats: Any) -> TrainState:
+    like = lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding)  # noqa: E731
+    state = state.replace(params=jax.tree.map(like, params, state.params))
+    if batch_stats is not None:
+        state = state.replace(batch_stats=jax.tree.map(like, batch_stats, state.batch_stats))
+    return state
+
+
+# --- Evaluation and prediction ----------------------------------------------------------
+
+
+def evaluate(params: Any, batch_stats: Any, data: BatchSource, steps: Steps,
+             mesh=None) -> Logs:
+    """Loss and accuracy over every example of `data` (the padded last batch masked out).
+    Compiled once per `steps`, however often it is called."""
+    sums = place_replicated(zero_sums(), mesh or make_mesh())
+    for batch in data.eval_batches():
+        sums = steps.eval(params, batch_stats, sums, batch)
+    return sums_to_logs(sums)
+
+
+def predict(params: Any, batch_stats: Any, images: np.ndarray, steps: Steps,
+            batch_size: int = 500, mesh=None) -> np.ndarray:
+    """Keras `model.predict`: class probabilities for uint8 images, batched.
+
+    One compiled shape: the last batch is padded and the padding dropped. Pure in its inputs:
+    it runs with the weights it is given (pass `state.ema_params` for the EMA)."""
+    mesh = mesh or make_mesh()
+    batch_size = -(-min(batch_size, len(images)) // mesh.devices.size) * mesh.devices.size
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        chunk = np.asarray(images[start : start + batch_size])
+        padded = np.zeros((batch_size, *chunk.shape[1:]), chunk.dtype)
+        padded[: len(chunk)] = chunk
+        probs = steps.predict(params, batch_stats, jax.device_put(padded, batch_sharded(mesh)))
+        outputs.append(np.asarray(probs)[: len(chunk)])
+    return np.concatenate(outputs)
+
+
+# --- Training ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Loop:
+    """What one `fit` call works with; its methods are the loop's parts."""
+
+    run: _Run
+    train: BatchSource
+    validation: BatchSource | None
+    steps: Steps
     mesh: Any
-    train: DeviceDataset
-    val: DeviceDataset | None
-    step_fn: Callable
-    eval_fn: Callable
-    batch_size: int
-    eval_batch_size: int
-    seed: int
+    callbacks: CallbackList
+    backup: _Backups | None
+    interrupt: threading.Event | None
+
+    def epoch(self) -> Logs:
+        run = self.run
+        if run.step_in_epoch == 0:  # else: resumed inside the epoch with its restored sums
+            run.sums, run.nonfinite_steps = place_replicated(zero_sums(), self.mesh), 0
+        batches = self.train.train_batches(run.epoch, run.step_in_epoch)
+        try:
+            self._batches(batches)
+        finally:
+            if hasattr(batches, "close"):
+                batches.close()  # stops a streaming source's workers mid-epoch too
+        host = jax.device_get(run.sums)
+        run.nonfinite_steps = int(host["nonfinite"])
+        logs = host_logs(host)
+        if host["count"] > 0:
+            logs["learning_rate"] = float(host["learning_rate"])
+        return logs
+
+    def _batches(self, batches: Iterator) -> None:
+        run, cbs = self.run, self.callbacks
+        for index, batch in enumerate(batches, run.step_in_epoch):
+            if run.stop_training:
+                break
+            cbs.call("on_train_batch_begin", index, {})
+            previous = run.sums  # not donated: read below, one step late
+            run.state, run.sums = self.steps.train(run.state, run.sums, batch)
+            run.step_in_epoch = index + 1
+            logs = self._late_logs(previous) if cbs.wants_batch_logs(index) else {}
+            cbs.call("on_train_batch_end", index, logs)
+            if self.backup is not None and self.backup.due(run):
+                self.backup.save(run, cbs, epoch_done=False)
+            if self.interrupt is not None and self.interrupt.is_set():
+                self._stop_interrupted()
+
+    def _late_logs(self, previous: Sums) -> Logs:
+        """The running logs through the previous step: reading them waits for that step
+        only, while the one just dispatched keeps the device busy."""
+        host = jax.device_get(previous)
+        self.run.nonfinite_steps = int(host["nonfinite"])
+        return host_logs(host)
+
+    def _stop_interrupted(self) -> None:
+        run = self.run
+        if self.backup is not None:
+            self.backup.save(run, self.callbacks, epoch_done=False)
+        raise TrainingInterrupted(run.epoch, run.step_in_epoch, self.backup is not None)
+
+    def validate(self) -> Logs:
+        cbs, state = self.callbacks, self.run.state
+        cbs.call("on_test_begin", {})
+        logs = evaluate(eval_params(state, self.run.eval_with_ema), state.batch_stats,
+                        self.validation, self.steps, self.mesh)
+        cbs.call("on_test_end", logs)
+        return {f"val_{k}": v for k, v in logs.items()}
 
 
-def _train_epoch(run: _Run, control: LoopControl, cbs: CallbackList, epoch: int) -> Logs:
-    if control.step_in_epoch == 0:  # else: resumed inside the epoch with its restored sums
-        control.sums = jax.device_put(zero_sums(), replicated(run.mesh))
-    start = control.step_in_epoch
-    for batch, idx in enumerate(
-        train_indices(len(run.train), run.batch_size, run.seed, epoch, start), start
-    ):
-        if control.stop_training:
-            break
-        cbs.call("on_train_batch_begin", batch, {})
-        idx = jax.device_put(idx, batch_sharded(run.mesh))
-        control.state, control.sums = run.step_fn(
-            control.state, control.sums, run.train.images, run.train.labels, idx
-        )
-        control.step_in_epoch = batch + 1
-        logs = control.read_logs() if cbs.wants_batch_logs(batch) else {}
-        cbs.call("on_train_batch_end", batch, logs)
-    logs = control.read_logs()
-    logs["learning_rate"] = control.learning_rate
-    return logs
+class _Backups:
+    """Saving and restoring `checkpoint.Backup`s for `fit` (Orbax, one numbered step each)."""
+
+    def __init__(self, options: BackupOptions, mesh):
+        self.options, self.mesh = options, mesh
+        checkpoint.discard_deleted_backups(options.directory)
+        self.manager = checkpoint.make_manager(options.directory, max_to_keep=options.keep)
+        latest = self.manager.latest_step()
+        self.next_index = 0 if latest is None else latest + 1
+
+    def restore(self, run: _Run) -> dict | None:
+        """Restores the newest readable backup into `run`; returns the callbacks' states."""
+        found = checkpoint.restore_latest_backup(self.manager, like=run.state)
+        if found is None:
+            return None
+        _, backup = found
+        run.state = backup.state
+        run.sums = place_replicated(
+            {k: jnp.asarray(v, jnp.float32) for k, v in backup.sums.items()}, self.mesh)
+        run.epoch, run.step_in_epoch = backup.epoch, backup.step_in_epoch
+        run.stop_training, run.resumed = backup.stop_training, True
+        return backup.callback_states
+
+    def due(self, run: _Run) -> bool:
+        every = self.options.every_steps
+        global_step = run.epoch * run.steps_per_epoch + run.step_in_epoch
+        return bool(self.options.save and every and global_step % every == 0)
+
+    def save(self, run: _Run, cbs: CallbackList, epoch_done: bool) -> None:
+        if not self.options.save:
+            return
+        if epoch_done:
+            position = (run.epoch + 1, 0, place_replicated(zero_sums(), self.mesh))
+        else:
+            sums = run.sums if run.sums is not None else zero_sums()
+            position = (run.epoch, run.step_in_epoch, sums)
+        backup = checkpoint.Backup(run.state, *position, run.stop_training, cbs.state_dicts())
+        checkpoint.save_backup(self.manager, self.next_index, backup)
+        self.next_index += 1
+
+    def finish(self) -> None:
+        self.manager.close()
+        if self.options.delete_on_finish:
+            checkpoint.delete_backups(self.options.directory)
 
 
-def _validate(run: _Run, control: LoopControl, cbs: CallbackList) -> Logs:
-    cbs.call("on_test_begin", {})
-    state = control.state
-    logs = _evaluate_with(
-        run.eval_fn, eval_params(state, control.eval_with_ema), state.batch_stats, run.val,
-        run.eval_batch_size, run.mesh,
-    )
-    cbs.call("on_test_end", logs)
-    return {f"val_{k}": v for k, v in logs.items()}
-
-
-def _load_callback_states(control: LoopControl, cbs: CallbackList) -> None:
-    states = control.take_pending_states()
-    if states is None:
-        return
-    missing = cbs.load_state_dicts(states)
-    if missing:
-        warnings.warn(f"the backup holds states of callbacks this run lacks: {missing}",
-                      stacklevel=3)
+def _backup_options(callbacks: Sequence[Callback],
+                    backup: BackupOptions | None) -> BackupOptions | None:
+    """`fit(backup=...)`, or Keras's way of asking: a BackupAndRestore callback."""
+    asked = [cb for cb in callbacks if isinstance(cb, BackupAndRestore)]
+    if len(asked) > 1 or (asked and backup is not None):
+        raise ValueError("ask for one backup: fit(backup=...) or one BackupAndRestore")
+    return asked[0].options if asked else backup
 
 
 def fit(
     state: TrainState,
-    train: ArraySource,
+    train: BatchSource,
     *,
-    train_step: Callable,
-    eval_step: Callable,
-    schedule: Schedule,
+    steps: Steps,
     epochs: int,
-    batch_size: int,
-    seed: int = 0,
-    validation: ArraySource | None = None,
-    eval_batch_size: int = 500,
+    validation: BatchSource | None = None,
     callbacks: Sequence[Callback] = (),
     verbose: int = 1,
     initial_epoch: int = 0,
+    backup: BackupOptions | None = None,
+    interrupt: threading.Event | None = None,
     mesh=None,
 ) -> tuple[TrainState, History]:
     """Keras's `model.fit`, functionally: returns the final state and the History.
 
     `state` itself is left intact: the loop trains (and donates the buffers of) its own copy.
+    With `backup` (or a `BackupAndRestore` callback) the run is saved at every epoch end and
+    every `backup.every_steps` steps, and a later call with the same backup directory
+    continues exactly where the last backup was taken.
     """
     mesh = mesh or make_mesh()
-    check_divisible(batch_size, mesh, "batch_size")
-    step_fn, eval_fn = _cached(_jitted_steps, train_step, eval_step)
-    run = _Run(
-        mesh=mesh,
-        train=DeviceDataset.put(train, replicated(mesh)),
-        val=DeviceDataset.put(validation, replicated(mesh)) if validation is not None else None,
-        step_fn=step_fn, eval_fn=eval_fn,
-        batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
-    )
-    # A copy (may_alias=False): the steps donate the state's buffers, and the caller's own
-    # `state` must stay usable after fit (Keras users expect their inputs to survive).
-    control = LoopControl(
-        state=jax.device_put(state, replicated(mesh), may_alias=False), schedule=schedule,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch(len(train), batch_size), epoch=initial_epoch,
-    )
+    run = _Run(state=place_replicated(state, mesh), epochs=epochs,
+               steps_per_epoch=train.steps_per_epoch, epoch=initial_epoch)
+    view = LoopView(run)
     history = History()
     progress = [ProgbarLogger(verbose)] if verbose else []  # Keras: progbar first, History last
-    cbs = CallbackList([*progress, *callbacks, history], control)
-    control.callbacks = cbs
-    cbs.call("on_train_setup")
+    cbs = CallbackList([*progress, *callbacks, history], view,
+                       lambda: [_apply(run, r) for r in view.take_requests()])
+    options = _backup_options(callbacks, backup)
+    backups = _Backups(options, mesh) if options is not None else None
+    loop = _Loop(run, train, validation, steps, mesh, cbs, backups, interrupt)
+    saved_states = backups.restore(run) if backups is not None else None
     cbs.call("on_train_begin", {})
-    _load_callback_states(control, cbs)
-    logs: Logs = {}
-    for epoch in range(control.epoch, epochs):
-        if control.stop_training and control.step_in_epoch == 0:
-            break  # asked to stop before this epoch began (e.g. resumed after a stop)
-        control.epoch = epoch
-        cbs.call("on_epoch_begin", epoch, {})
-        logs = _train_epoch(run, control, cbs, epoch)
-        if run.val is not None:
-            logs.update(_validate(run, control, cbs))
-        cbs.call("on_epoch_end", epoch, logs)
-        control.epoch, control.step_in_epoch = epoch + 1, 0
-        if control.stop_training:
-            break
+    if saved_states is not None:
+        missing = cbs.load_state_dicts(saved_states)
+        if missing:
+            warnings.warn(f"the backup holds states of callbacks this run lacks: {missing}",
+                          stacklevel=2)
+    elif backups is not None:
+        # A first backup before any step: a run killed in its first steps then resumes as the
+        # same run (its TensorBoard files are cut back instead of a second run logged beside).
+        backups.save(run, cbs, epoch_done=False)
+    logs = _epochs(loop)
     cbs.call("on_train_end", logs)
-    return control.state, history
+    if backups is not None:
+        backups.finish()
+    return run.state, history
 
 
-def predict(params: Any, batch_stats: Any, images: np.ndarray, predict_step: Callable,
-            batch_size: int = 500) -> np.ndarray:
-    """Keras `model.predict`: class probabilities for uint8 images, batched.
-
-    Pure in its inputs: it runs with the weights it is given (pass `state.ema_params` for the
-    EMA), so no callback can leave weights swapped, unlike Keras's SwapEMAWeights."""
-    fn = jax.jit(predict_step)
-    outputs = [
-        np.asarray(fn(params, batch_stats, images[i : i + batch_size]))
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outputs)
+def _epochs(loop: _Loop) -> Logs:
+    run, cbs = loop.run, loop.callbacks
+    logs: Logs = {}
+    for epoch in range(run.epoch, run.epochs):
+        if run.stop_training and run.step_in_epoch == 0:
+            break  # asked to stop before this epoch began (e.g. resumed after a stop)
+        run.epoch = epoch
+        cbs.call("on_epoch_begin", epoch, {})
+        logs = loop.epoch()
+        if loop.validation is not None:
+            logs.update(loop.validate())
+        cbs.call("on_epoch_end", epoch, logs)
+        if loop.backup is not None:
+            loop.backup.save(run, cbs, epoch_done=True)
+        run.epoch, run.step_in_epoch = epoch + 1, 0
+        if loop.interrupt is not None and loop.interrupt.is_set():
+            raise TrainingInterrupted(run.epoch, 0, loop.backup is not None)
+        if run.stop_training:
+            break
+    return logs

@@ -1,15 +1,20 @@
-"""Optax optimizers and learning-rate schedules chosen by config.
+"""Optax optimizers and learning-rate schedules chosen by config: the one home of the rate.
 
-Pure. The optimizer is wrapped in `optax.inject_hyperparams`, so its learning rate is an array
-inside the optimizer state: the train step writes `schedule(step) * state.lr_scale` there each
-step, and callbacks (ReduceLROnPlateau, LearningRateScheduler) change `lr_scale`, never the
-compiled function.
+Pure. The optimizer owns the learning rate: its schedule is passed to
+`optax.inject_hyperparams`, which evaluates it at the optimizer's own step count and keeps the
+value it used in the optimizer state, and `scale_by_lr_scale` multiplies the update by an
+`lr_scale` also kept in the optimizer state. Callbacks (ReduceLROnPlateau,
+LearningRateScheduler) change `lr_scale` between steps, never the compiled function, and the
+rate an update trained with is `schedule(step) * lr_scale`, read back from the state with
+`optax.tree_utils` (`learning_rate`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -45,42 +50,71 @@ def make_schedule(cfg: OptimConfig, steps_per_epoch: int, total_steps: int) -> S
     )
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """The base optimizer with an injectable `learning_rate` hyperparameter."""
+class LrScaleState(NamedTuple):
+    lr_scale: jax.Array  # float32 multiplier on the schedule's rate
+
+
+def scale_by_lr_scale() -> optax.GradientTransformation:
+    """Multiplies updates by `lr_scale` (1.0 until a callback changes it).
+
+    Applied after the base optimizer, so it scales exactly what the learning rate scales
+    (for SGD with momentum also the velocity, as changing optax's rate does)."""
+
+    def init(params):
+        del params
+        return LrScaleState(jnp.ones((), jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(cfg: OptimConfig, schedule: Schedule) -> optax.GradientTransformation:
+    """The base optimizer driven by `schedule`, then `scale_by_lr_scale`."""
     if cfg.name == "sgd":
-        make = optax.inject_hyperparams(optax.sgd)
-        return make(learning_rate=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if cfg.name == "adam":
+        base = optax.inject_hyperparams(optax.sgd)(
+            learning_rate=schedule, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    elif cfg.name == "adam":
         # Keras's Adam epsilon is 1e-7 (Optax's default 1e-8); keep Keras's for parity.
-        return optax.inject_hyperparams(optax.adam)(learning_rate=cfg.learning_rate, eps=1e-7)
-    if cfg.name == "adamw":
-        make = optax.inject_hyperparams(optax.adamw)
-        return make(learning_rate=cfg.learning_rate, eps=1e-7, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optim.name {cfg.name!r}; choose sgd, adam or adamw")
+        base = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, eps=1e-7)
+    elif cfg.name == "adamw":
+        base = optax.inject_hyperparams(optax.adamw)(
+            learning_rate=schedule, eps=1e-7, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optim.name {cfg.name!r}; choose sgd, adam or adamw")
+    return optax.chain(base, scale_by_lr_scale())
 
 
-def is_injected(opt_state: optax.OptState) -> bool:
-    """True for the state of an `inject_hyperparams` transform. Duck-typed: optax has two
-    such classes (InjectHyperparamsState, InjectStatefulHyperparamsState), both NamedTuples
-    with a `hyperparams` dict."""
-    hyperparams = getattr(opt_state, "hyperparams", None)
-    return isinstance(opt_state, tuple) and isinstance(hyperparams, dict)
+def _is_array(path, value) -> bool:
+    # inject_hyperparams keeps a schedule's own state under the same name ("learning_rate"):
+    # only the array is the rate.
+    del path
+    return isinstance(value, jax.Array)
 
 
-def with_learning_rate(opt_state: optax.OptState, lr: jnp.ndarray) -> optax.OptState:
-    """Returns `opt_state` (from `inject_hyperparams`) with its learning rate replaced.
+def learning_rate(opt_state: optax.OptState) -> jax.Array:
+    """The rate the most recent update used: the schedule's value times `lr_scale` (before
+    any update: the rate the first one will use). Works inside jit and through
+    `optax.multi_transform` (freezing), as long as one rate is injected."""
+    base = optax.tree_utils.tree_get(opt_state, "learning_rate", filtering=_is_array)
+    if base is None:
+        raise ValueError("the optimizer has no injected learning_rate: build it with "
+                         "convjax.optim.make_optimizer (or optax.inject_hyperparams)")
+    return base.astype(jnp.float32) * lr_scale(opt_state)
 
-    Works through `optax.multi_transform` (used for freezing) by updating every injected
-    state that has a learning rate.
-    """
-    if is_injected(opt_state):
-        hyper = dict(opt_state.hyperparams)
-        if "learning_rate" in hyper:
-            hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
-        return opt_state._replace(hyperparams=hyper)
-    if isinstance(opt_state, tuple):  # chains, and NamedTuples like MultiTransformState
-        items = [with_learning_rate(s, lr) for s in opt_state]
-        return type(opt_state)(*items) if hasattr(opt_state, "_fields") else tuple(items)
-    if isinstance(opt_state, dict):
-        return {k: with_learning_rate(v, lr) for k, v in opt_state.items()}
-    return opt_state
+
+def lr_scale(opt_state: optax.OptState) -> jax.Array:
+    scale = optax.tree_utils.tree_get(opt_state, "lr_scale")
+    if scale is None:
+        raise ValueError("the optimizer has no lr_scale: chain convjax.optim.scale_by_lr_scale() "
+                         "after the base optimizer (make_optimizer does)")
+    return scale
+
+
+def with_lr_scale(opt_state: optax.OptState, value: jax.Array) -> optax.OptState:
+    """`opt_state` with `lr_scale` replaced (placed like the old one)."""
+    old = lr_scale(opt_state)
+    new = jax.device_put(jnp.asarray(value, old.dtype), old.sharding)
+    return optax.tree_utils.tree_set(opt_state, lr_scale=new)

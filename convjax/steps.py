@@ -1,15 +1,24 @@
-"""The train and eval steps: pure functions of (state, batch), jitted once by the loop.
+"""The train, eval and predict steps, and `make_steps`, the one place that jits them.
 
-Pure. Configuration (model, optimizer, schedule, augmentation) is bound with
-`functools.partial` by `make_train_step` / `make_eval_step`, never passed through the jitted
-signature. Metrics come back as on-device sums and counts, so the loop can add them up
-without reading them back every step.
+The step functions are pure functions of pytrees. `train_step(state, batch)`:
+
+    key = fold_in(state.rng, state.step) -> augment -> normalise -> model.apply(train=True)
+    -> loss (+ L2, logged as Keras logs it) -> Optax update (the optimizer owns the rate)
+    -> EMA -> keep the old state if anything is non-finite
+
+Metrics are sums and counts (`losses.classification_sums`) plus `nonfinite` and the
+`learning_rate` the update used, so the loop adds them up exactly over batches and devices.
+`make_steps` binds the configuration (model, optimizer, normalisation, augmentation) with
+`functools.partial`, never through the jitted signature, and returns a `Steps` holding the
+three compiled programs; `fit`, `evaluate` and `predict` take it, so building it once means
+compiling once, however many times they are called.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
@@ -18,118 +27,164 @@ import jax.numpy as jnp
 import optax
 
 from convjax.augment import AugmentConfig, augment_batch
-from convjax.models.cnn import l2_penalty
-from convjax.optim import Schedule, with_learning_rate
+from convjax.losses import classification_sums, l2_penalty
+from convjax.metrics import Sums, accumulate
+from convjax.normalize import RESCALE, Normalization
+from convjax.optim import learning_rate
 from convjax.train_state import TrainState
 
 Batch = dict[str, jax.Array]  # {"image": uint8 (B,H,W,C), "label": int32 (B,), "mask": opt.}
 Metrics = dict[str, jax.Array]
-Preprocess = Callable[[jax.Array], jax.Array]
 
 
-def rescale(images: jax.Array) -> jax.Array:
-    """The course's `rescale=1./255`: uint8 pixels to floats in [0, 1]."""
-    return images.astype(jnp.float32) / 255.0
+@dataclass(frozen=True)
+class StepConfig:
+    """Everything the steps close over (hashable, so equal configs are interchangeable)."""
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    normalization: Normalization = RESCALE
+    augment: AugmentConfig | None = None
+    l2: float = 0.0  # Keras kernel_regularizer=l2(l2) on every kernel
+    ema_momentum: float = 0.0  # >0: state.ema_params tracks the params
 
 
-def classification_metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> Metrics:
-    """Sums (not means) so batches and devices can be added up exactly."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-    return {
-        "loss_sum": jnp.sum(losses * weights),
-        "correct": jnp.sum(correct * weights),
-        "count": jnp.sum(weights),
-    }
-
-
-def _variables(params: Any, batch_stats: Any) -> dict:
+def variables(params: Any, batch_stats: Any) -> dict:
     return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+def _inputs(cfg: StepConfig, key: jax.Array, images: jax.Array) -> jax.Array:
+    """Training inputs: augmented pixels (train only), then the one normalisation."""
+    if cfg.augment is not None and cfg.augment.enabled:
+        images = augment_batch(cfg.augment, key, images.astype(jnp.float32))
+    return cfg.normalization(images)
+
+
+def _loss_and_grads(cfg: StepConfig, state: TrainState, inputs: jax.Array, labels: jax.Array,
+                    dropout_key: jax.Array):
+    """(loss, (sums, new batch_stats)), grads of the batch's mean loss + L2 penalty."""
+
+    def loss_fn(params):
+        logits, new_vars = cfg.model.apply(
+            variables(params, state.batch_stats), inputs, train=True,
+            rngs={"dropout": dropout_key}, mutable=["batch_stats"],
+        )
+        penalty = cfg.l2 * l2_penalty(params) if cfg.l2 else 0.0
+        weights = jnp.ones(labels.shape[0], jnp.float32)
+        sums = classification_sums(logits, labels, weights, penalty)
+        return sums["loss_sum"] / sums["count"], (sums, new_vars.get("batch_stats", {}))
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
 
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves))
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def train_step(
-    state: TrainState,
-    batch: Batch,
-    *,
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    schedule: Schedule,
-    preprocess: Preprocess = rescale,
-    augment: AugmentConfig | None = None,
-    l2: float = 0.0,
-    ema_momentum: float = 0.0,
-) -> tuple[TrainState, Metrics]:
-    """One optimizer update. A non-finite loss or gradient leaves the state unchanged and is
-    counted in `metrics["nonfinite"]`, so TerminateOnNaN can stop with the last good state."""
-    step_key = jax.random.fold_in(state.rng, state.step)
-    augment_key, dropout_key = jax.random.split(step_key)
-    images = batch["image"].astype(jnp.float32)
-    if augment is not None and augment.enabled:
-        images = augment_batch(augment, augment_key, images)
-    images = preprocess(images)
-    weights = jnp.ones(images.shape[0], jnp.float32)
+def _keep_if_finite(finite: jax.Array, new: TrainState, old: TrainState) -> TrainState:
+    """The whole new state when `finite`, else the whole old one (params, optimizer state,
+    batch stats, EMA, rng and step alike), so TerminateOnNaN stops on the last good state."""
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
-    def loss_fn(params):
-        logits, new_vars = model.apply(
-            _variables(params, state.batch_stats), images, train=True,
-            rngs={"dropout": dropout_key}, mutable=["batch_stats"],
-        )
-        metrics = classification_metrics(logits, batch["label"], weights)
-        loss = metrics["loss_sum"] / metrics["count"]
-        if l2:
-            loss = loss + l2 * l2_penalty(params)
-        return loss, (metrics, new_vars.get("batch_stats", {}))
 
-    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params
-    )
-    lr = schedule(state.step) * state.lr_scale
-    opt_state = with_learning_rate(state.opt_state, lr)
-    updates, opt_state = tx.update(grads, opt_state, state.params)
+def train_step(cfg: StepConfig, state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    """One optimizer update; a non-finite loss or update leaves the state unchanged."""
+    augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    inputs = _inputs(cfg, augment_key, batch["image"])
+    (loss, (sums, batch_stats)), grads = _loss_and_grads(
+        cfg, state, inputs, batch["label"], dropout_key)
+    updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema is not None:
-        ema = optax.incremental_update(params, ema, step_size=1.0 - ema_momentum)
-    new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats,
-        opt_state=opt_state, ema_params=ema,
-    )
+        ema = optax.incremental_update(params, ema, step_size=1.0 - cfg.ema_momentum)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state, ema_params=ema)
     # Check the updates, not the gradients: frozen parameters' gradients are then unused, and
     # XLA drops their computation entirely (a frozen backbone costs only its forward pass).
-    finite = jnp.isfinite(loss) & _all_finite(updates)
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
-    return new_state, metrics
+    finite = jnp.isfinite(loss) & _all_finite(updates) & _all_finite(batch_stats)
+    metrics = {**sums, "nonfinite": 1.0 - finite.astype(jnp.float32),
+               "learning_rate": learning_rate(opt_state)}
+    return _keep_if_finite(finite, new_state, state), metrics
 
 
-def eval_step(
-    params: Any, batch_stats: Any, batch: Batch, *, model: nn.Module,
-    preprocess: Preprocess = rescale,
-) -> Metrics:
-    """Loss/accuracy sums on one batch; `batch["mask"]` (0/1) excludes padding examples."""
-    logits = model.apply(_variables(params, batch_stats), preprocess(batch["image"]), train=False)
-    weights = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
-    return classification_metrics(logits, batch["label"], weights.astype(jnp.float32))
+def eval_step(cfg: StepConfig, params: Any, batch_stats: Any, batch: Batch) -> Metrics:
+    """Loss/accuracy sums on one batch; `batch["mask"]` (0/1) excludes padding examples.
+    The loss includes the L2 penalty, as Keras's `val_loss` does."""
+    logits = cfg.model.apply(variables(params, batch_stats), cfg.normalization(batch["image"]),
+                             train=False)
+    weights = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32)).astype(jnp.float32)
+    penalty = cfg.l2 * l2_penalty(params) if cfg.l2 else 0.0
+    return classification_sums(logits, batch["label"], weights, penalty)
 
 
-def predict_step(
-    params: Any, batch_stats: Any, images: jax.Array, *, model: nn.Module,
-    preprocess: Preprocess = rescale,
-) -> jax.Array:
+def predict_step(cfg: StepConfig, params: Any, batch_stats: Any, images: jax.Array) -> jax.Array:
     """Class probabilities, as Keras `model.predict` returns from a softmax head."""
-    logits = model.apply(_variables(params, batch_stats), preprocess(images), train=False)
-    return jax.nn.softmax(logits)
+    logits = cfg.model.apply(variables(params, batch_stats), cfg.normalization(images),
+                             train=False)
+    return jax.nn.softmax(logits.astype(jnp.float32))
 
 
-def make_train_step(**bound: Any) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """`train_step` with its configuration bound (not jitted: the loop jits once)."""
-    return functools.partial(train_step, **bound)
+# --- The compiled programs ---------------------------------------------------------------
 
 
-def make_eval_step(**bound: Any) -> Callable[[Any, Any, Batch], Metrics]:
-    return functools.partial(eval_step, **bound)
+def _train_and_accumulate(cfg: StepConfig, state: TrainState, sums: Sums, batch: Batch):
+    state, metrics = train_step(cfg, state, batch)
+    return state, accumulate(sums, metrics)
+
+
+def _eval_and_accumulate(cfg: StepConfig, params: Any, batch_stats: Any, sums: Sums,
+                         batch: Batch) -> Sums:
+    return accumulate(sums, eval_step(cfg, params, batch_stats, batch))
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The three jitted programs of one configuration (build with `make_steps`).
+
+    train(state, sums, batch) -> (state, sums)   the state is donated; the sums are not,
+                                                  so the loop can read them one step late
+    eval(params, batch_stats, sums, batch) -> sums
+    predict(params, batch_stats, images) -> probabilities
+    """
+
+    config: StepConfig
+    train: Callable[[TrainState, Sums, Batch], tuple[TrainState, Sums]]
+    eval: Callable[[Any, Any, Sums, Batch], Sums]
+    predict: Callable[[Any, Any, jax.Array], jax.Array]
+
+
+def make_steps(
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    normalization: Normalization | None = None,
+    augment: AugmentConfig | None = None,
+    l2: float = 0.0,
+    ema_momentum: float = 0.0,
+) -> Steps:
+    """Binds the configuration and jits the steps once.
+
+    `normalization` defaults to the course's rescale (1/255); `augment.rescale`, Keras's
+    `ImageDataGenerator(rescale=...)`, sets it instead, for training *and* evaluation."""
+    normalization = _resolve_normalization(normalization, augment)
+    cfg = StepConfig(model=model, tx=tx, normalization=normalization, augment=augment, l2=l2,
+                     ema_momentum=ema_momentum)
+    return Steps(
+        config=cfg,
+        train=jax.jit(functools.partial(_train_and_accumulate, cfg), donate_argnums=(0,)),
+        eval=jax.jit(functools.partial(_eval_and_accumulate, cfg)),
+        predict=jax.jit(functools.partial(predict_step, cfg)),
+    )
+
+
+def _resolve_normalization(normalization: Normalization | None,
+                           augment: AugmentConfig | None) -> Normalization:
+    rescale = augment.rescale if augment is not None else None
+    if rescale and normalization is not None and normalization != Normalization(rescale):
+        raise ValueError(f"augment.rescale={rescale} conflicts with normalization="
+                         f"{normalization}: set the normalisation in one place")
+    if normalization is not None:
+        return normalization
+    return Normalization(rescale) if rescale else RESCALE

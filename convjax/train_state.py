@@ -1,8 +1,9 @@
 """The train state: every array that changes during a run, as one pytree.
 
 Pure. Unlike `flax.training.train_state.TrainState`, this holds no functions (no `apply_fn`,
-no `tx`): the model and optimizer are bound into the step with `functools.partial`, so the
-state is plain data that Orbax saves and restores as is, and that jit never re-traces.
+no `tx`): the model and optimizer are bound into the steps by `steps.make_steps`, so the
+state is plain data that Orbax saves and restores as is, and that jit never re-traces. The
+learning rate and its `lr_scale` live in `opt_state` (see `optim.py`), nowhere else.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from convjax.optim import is_injected
-
 PyTree = Any
 
 
@@ -27,30 +26,7 @@ class TrainState:
     batch_stats: PyTree  # BatchNorm running statistics ({} when the model has none)
     opt_state: optax.OptState  # includes the injected learning rate
     rng: jax.Array  # base key; each step folds in the step number
-    lr_scale: jax.Array  # float32 multiplier on the schedule (ReduceLROnPlateau et al.)
     ema_params: PyTree  # exponential moving average of params, or None when disabled
-
-    @property
-    def learning_rate(self) -> jax.Array:
-        """The learning rate used by the most recent update (from the optimizer state)."""
-        return find_learning_rate(self.opt_state)
-
-
-def find_learning_rate(opt_state: optax.OptState) -> jax.Array | None:
-    """The first injected `learning_rate` found in a (possibly nested) optimizer state."""
-    if is_injected(opt_state):
-        return opt_state.hyperparams.get("learning_rate")
-    if isinstance(opt_state, dict):
-        children = list(opt_state.values())
-    elif isinstance(opt_state, (tuple, list)):
-        children = list(opt_state)
-    else:
-        children = []
-    for child in children:
-        found = find_learning_rate(child)
-        if found is not None:
-            return found
-    return None
 
 
 def init_train_state(
@@ -82,7 +58,6 @@ def state_from_variables(
         batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
         opt_state=tx.init(params),
         rng=key,
-        lr_scale=jnp.ones((), jnp.float32),
         ema_params=jax.tree.map(jnp.copy, params) if ema else None,
     )
 

@@ -1,9 +1,6 @@
-"""Driving callbacks in tests: a real `LoopControl` over a hand-made state (no training), and
-a tiny `fit` whose compiled steps are shared by every test of the session.
-
-`fit` keeps its jitted steps per step function, so handing every test the same
-`train_step`/`eval_step` objects means the tiny CNN compiles once per session, not per test.
-"""
+"""Driving callbacks in tests: the loop's real run record, view and request handling over a
+hand-made state (no training), and a tiny `fit` whose compiled steps are shared by every
+test of the session (one `Steps` object = one compilation)."""
 
 from __future__ import annotations
 
@@ -14,51 +11,60 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from convjax.callbacks.base import Callback, CallbackList
-from convjax.callbacks.control import LoopControl
-from convjax.loop import fit
+from convjax.callbacks.base import Callback, CallbackList, LoopView
+from convjax.loop import _apply, _Run, fit
+from convjax.optim import learning_rate, scale_by_lr_scale
 from convjax.sharding import make_mesh
 from convjax.train_state import TrainState
-from helpers import tiny_arrays, tiny_setup
+from helpers import array_batches, tiny_arrays, tiny_setup
 
 
-def make_state(ema: bool = False) -> TrainState:
+def make_state(ema: bool = False, lr: float = 0.1) -> TrainState:
     params = {"dense": {"kernel": jnp.arange(6.0).reshape(2, 3), "bias": jnp.zeros(3)}}
+    tx = optax.chain(optax.inject_hyperparams(optax.sgd)(learning_rate=lr), scale_by_lr_scale())
     return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats={}, opt_state=(),
-        rng=jax.random.key(0), lr_scale=jnp.ones((), jnp.float32),
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats={}, opt_state=tx.init(params),
+        rng=jax.random.key(0),
         ema_params=jax.tree.map(lambda x: x + 100.0, params) if ema else None,
     )
 
 
 def make_control(lr: float = 0.1, epochs: int = 10, steps_per_epoch: int = 4,
-                 ema: bool = False) -> LoopControl:
-    """A LoopControl as `fit` makes it, over a constant schedule at `lr`."""
-    return LoopControl(make_state(ema), optax.constant_schedule(lr), epochs, steps_per_epoch)
+                 ema: bool = False) -> _Run:
+    """The loop's run record as `fit` makes it, over an SGD optimizer at rate `lr`."""
+    return _Run(make_state(ema, lr), epochs, steps_per_epoch)
 
 
-def attach(callbacks: Sequence[Callback], control: LoopControl | None = None) -> CallbackList:
+def attach(callbacks: Sequence[Callback], control: _Run | None = None) -> CallbackList:
     """Connects callbacks to `control` as `fit` does; drive them with `cbs.call(...)`."""
     control = control or make_control()
-    cbs = CallbackList(list(callbacks), control)
-    control.callbacks = cbs
-    return cbs
+    view = LoopView(control)
+    return CallbackList(list(callbacks), view,
+                        lambda: [_apply(control, r) for r in view.take_requests()])
 
 
-def set_weight(control: LoopControl, value: float) -> None:
+def rate(control: _Run) -> float:
+    return float(learning_rate(control.state.opt_state))
+
+
+def set_weight(control: _Run, value: float) -> None:
     """Marks the weights with `value` (the bias), like Keras's tests' DummyModel."""
     params = {"dense": {"kernel": control.state.params["dense"]["kernel"],
                         "bias": jnp.full(3, value, jnp.float32)}}
     control.state = control.state.replace(params=params)
 
 
-def weight(control: LoopControl) -> float:
+def weight(control: _Run) -> float:
     return float(control.state.params["dense"]["bias"][0])
 
 
-@functools.lru_cache(maxsize=4)
 def tiny_parts(ema: float = 0.0):
-    """(state, train_step, eval_step, schedule), built once per `ema` and shared."""
+    """(state, steps), built once per `ema` and shared, so the tiny CNN compiles once."""
+    return _tiny_parts(float(ema))
+
+
+@functools.lru_cache(maxsize=4)
+def _tiny_parts(ema: float):
     return tiny_setup(ema=ema)
 
 
@@ -73,13 +79,14 @@ def fresh_state(ema: float = 0.0) -> TrainState:
 
 
 def tiny_fit(callbacks: Sequence[Callback] = (), epochs: int = 2, ema: float = 0.0,
-             state: TrainState | None = None, **kwargs):
+             state: TrainState | None = None, seed: int = 0, **kwargs):
     """48 training examples in batches of 8 (6 steps per epoch), 20 validation examples."""
-    _, train_step, eval_step, schedule = tiny_parts(ema)
+    _, steps = tiny_parts(ema)
     train, val = tiny_data()
+    mesh = make_mesh(jax.devices()[:1])
     return fit(
-        fresh_state(ema) if state is None else state, train, train_step=train_step,
-        eval_step=eval_step, schedule=schedule, epochs=epochs, batch_size=8,
-        validation=val, eval_batch_size=8, callbacks=callbacks, verbose=0,
-        mesh=make_mesh(jax.devices()[:1]), **kwargs,
+        fresh_state(ema) if state is None else state,
+        array_batches(train, 8, seed=seed, mesh=mesh), steps=steps, epochs=epochs,
+        validation=array_batches(val, 8, mesh=mesh), callbacks=callbacks, verbose=0,
+        mesh=mesh, **kwargs,
     )

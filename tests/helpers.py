@@ -11,9 +11,11 @@ from PIL import Image
 
 from convjax.config import ModelConfig, OptimConfig
 from convjax.data.arrays import ArraySource
+from convjax.data.device_batches import DeviceArrays
 from convjax.models import CNN
 from convjax.optim import make_optimizer, make_schedule
-from convjax.steps import make_eval_step, make_train_step
+from convjax.sharding import make_mesh
+from convjax.steps import make_steps
 from convjax.train_state import init_train_state
 
 TINY_MODEL = ModelConfig(conv_filters=(4,), convs_per_block=1, dropout=0.1, dense=(8,),
@@ -22,13 +24,16 @@ TINY_MODEL = ModelConfig(conv_filters=(4,), convs_per_block=1, dropout=0.1, dens
 
 def tiny_setup(model_cfg: ModelConfig = TINY_MODEL, optim_cfg: OptimConfig = OptimConfig(),
                image_shape=(8, 8, 3), seed: int = 0, ema: float = 0.0, **step_kwargs):
+    """(initial state, Steps) of a tiny CNN; schedules see 10 steps per epoch, 100 in all."""
     model = CNN(model_cfg)
-    tx = make_optimizer(optim_cfg)
-    schedule = make_schedule(optim_cfg, 10, 100)
+    tx = make_optimizer(optim_cfg, make_schedule(optim_cfg, 10, 100))
     state = init_train_state(model, tx, jax.random.key(seed), image_shape, ema=ema > 0)
-    train_step = make_train_step(model=model, tx=tx, schedule=schedule, ema_momentum=ema,
-                                 **step_kwargs)
-    return state, train_step, make_eval_step(model=model), schedule
+    return state, make_steps(model=model, tx=tx, ema_momentum=ema, **step_kwargs)
+
+
+def array_batches(source: ArraySource, batch_size: int, seed: int = 0, mesh=None):
+    """The device-resident batch source over `source`."""
+    return DeviceArrays(source, batch_size=batch_size, seed=seed, mesh=mesh or make_mesh())
 
 
 def tiny_arrays(n: int = 48, shape=(8, 8, 3), classes: int = 3, seed: int = 0) -> ArraySource:

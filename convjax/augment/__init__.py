@@ -14,7 +14,8 @@ Keras quirks kept (so course numbers carry over):
   a float >= 1 is pixels, < 1 a fraction of the size; a list holds allowed magnitudes;
 - channel_shift adds the same offset to every channel, clipped to the image's min and max;
 - fill modes are scipy.ndimage's, including 'wrap' with period n-1 (Keras calls scipy);
-- rescale is applied after augmentation (Keras's `standardize` runs after the transform).
+- rescale is not applied by the augmentation: it sets the steps' one normalisation, so
+  training, evaluation and prediction see the same input range (`steps.make_steps`).
 
 Keras quirks fixed by default (`keras_compat_axes=True` puts both back, to port results):
 - Keras's width_shift_range moves images vertically and height_shift_range horizontally (its

@@ -31,7 +31,7 @@ class AugmentConfig:
     fill_mode: str = "nearest"  # how pixels from outside the image are filled (scipy modes)
     cval: float = 0.0  # fill value for fill_mode='constant' and cutout, in pixel units
     interpolation_order: int = 1  # 1 = bilinear (Keras default), 0 = nearest pixel
-    rescale: float | None = None  # multiplier applied last, after augmentation (as Keras)
+    rescale: float | None = None  # Keras's rescale: sets the step's normalisation (train+eval)
     crop_padding: int = 0  # random crop of the image padded by p: shift in [-p, p] pixels
     cutout_size: int = 0  # side of a square filled with cval at a random centre
     keras_compat_axes: bool = False  # reproduce Keras's swapped shift axes and off-centre pivot
@@ -96,7 +96,6 @@ class AugmentConfig:
             or self.channel_shift_range
             or self.horizontal_flip
             or self.vertical_flip
-            or self.rescale  # Keras treats rescale=0 as "off" too
             or self.crop_padding
             or self.cutout_size
         )

@@ -1,9 +1,10 @@
 """augment_image and augment_batch: the configured transforms, in Keras's order. Pure.
 
 Order: affine (rotation, shift, shear, zoom) -> random crop -> channel shift -> flips ->
-brightness -> cutout -> rescale. The first, and flips and brightness, follow Keras's
-`apply_transform`; rescale comes last as in Keras's `standardize`, so cval and the
-brightness clip are in pixel units whatever the rescale.
+brightness -> cutout. The first, and flips and brightness, follow Keras's `apply_transform`.
+`AugmentConfig.rescale` is *not* applied here: pixels stay in pixel units (so are cval and the
+brightness clip) and the step's one normalisation (`normalize.py`, set from `rescale` by
+`steps.make_steps`) follows, the same in training, evaluation and prediction.
 
 Transforms that are off are skipped by Python `if`s on the static config: they are not in the
 compiled program at all.
@@ -52,8 +53,6 @@ def augment_image(cfg: AugmentConfig, key: jax.Array, image_hwc: jax.Array) -> j
         x = random_brightness(u[_BRIGHTNESS], x, *cfg.brightness_range)
     if cfg.cutout_size:
         x = random_cutout(u[_CUTOUT], x, cfg.cutout_size, cfg.cval)
-    if cfg.rescale:
-        x = x * jnp.asarray(cfg.rescale, x.dtype)
     return x.astype(image_hwc.dtype)
 
 

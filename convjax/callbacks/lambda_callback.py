@@ -7,7 +7,7 @@ from collections.abc import Callable
 from convjax.callbacks.base import Callback
 
 HOOKS = (
-    "on_train_setup", "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+    "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
     "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
 )
 

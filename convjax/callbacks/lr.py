@@ -1,7 +1,8 @@
 """Learning-rate callbacks: ReduceLROnPlateau and LearningRateScheduler (Keras 3 semantics).
 
 Pure bookkeeping; the rate changes through `self.loop.request_learning_rate`, which the loop
-turns into `state.lr_scale`, a multiplier on the Optax schedule. So both callbacks work on top
+turns into the `lr_scale` in the optimizer state (optim.py), a multiplier on the Optax
+schedule. So both callbacks work on top
 of any schedule (Keras's ReduceLROnPlateau refuses one): after a reduction by `factor`, the
 schedule keeps its shape at `factor` times the height.
 """

@@ -1,0 +1,40 @@
+"""The loss and its parts: cross-entropy as sums, and the L2 penalty, the way Keras logs them.
+
+Pure. Keras 3 logs `loss` = mean cross-entropy + the regularisation penalty (e.g. a Dense with
+`kernel_regularizer=l2(1.0)` logs 4.99469 = 1.77661 + 3.21808), for training and for
+`val_loss` alike, so callbacks monitoring `val_loss` compare the same numbers here as there.
+Per batch Keras weights each batch's loss by its size, so the epoch's logged loss is
+sum_b n_b * (mean_ce_b + penalty_b) / sum_b n_b; `classification_sums` returns the numerator
+terms so that batches, devices and hosts add up exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def l2_penalty(params: Any) -> jax.Array:
+    """sum(kernel**2) over every parameter named "kernel" (Keras's kernel_regularizer=l2)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    kernels = [x for path, x in leaves if getattr(path[-1], "key", None) == "kernel"]
+    return sum((jnp.sum(jnp.square(k.astype(jnp.float32))) for k in kernels),
+               start=jnp.zeros((), jnp.float32))
+
+
+def classification_sums(
+    logits: jax.Array, labels: jax.Array, weights: jax.Array, penalty: jax.Array | float = 0.0
+) -> dict[str, jax.Array]:
+    """Per-batch sums: `loss_sum` (cross-entropy + penalty per example, as Keras logs it),
+    `correct` and `count` (the weights: 0 for padding)."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    count = jnp.sum(weights)
+    return {
+        "loss_sum": jnp.sum(losses * weights) + penalty * count,
+        "correct": jnp.sum(correct * weights),
+        "count": count,
+    }
