@@ -4,8 +4,7 @@ import optax
 import pytest
 
 from convjax.config import OptimConfig
-from convjax.optim import make_optimizer, make_schedule, with_learning_rate
-from convjax.train_state import find_learning_rate
+from convjax.optim import learning_rate, lr_scale, make_optimizer, make_schedule, with_lr_scale
 
 
 @pytest.mark.parametrize("schedule, at_0, at_end", [
@@ -32,24 +31,37 @@ def test_piecewise_in_epochs():
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
-def test_learning_rate_is_an_array_in_the_state(name):
-    tx = make_optimizer(OptimConfig(name=name, learning_rate=0.5))
+def test_the_rate_and_its_scale_live_in_the_optimizer_state(name):
+    cfg = OptimConfig(name=name, learning_rate=0.5)
+    tx = make_optimizer(cfg, make_schedule(cfg, 10, 100))
     state = tx.init({"w": jnp.ones(3)})
-    assert float(find_learning_rate(state)) == 0.5
-    state = with_learning_rate(state, 0.25)
-    assert float(find_learning_rate(state)) == 0.25
+    assert float(learning_rate(state)) == 0.5 and float(lr_scale(state)) == 1.0
+    state = with_lr_scale(state, 0.25)
+    assert float(learning_rate(state)) == 0.125
 
 
-def test_with_learning_rate_reaches_inside_multi_transform():
-    inner = make_optimizer(OptimConfig(learning_rate=0.5))
+def test_the_rate_is_the_one_the_last_update_used():
+    cfg = OptimConfig(learning_rate=1.0, schedule="piecewise", boundaries=(0.2,), scales=(0.1,))
+    tx = make_optimizer(cfg, make_schedule(cfg, 10, 100))  # 1.0 for steps 0-1, then 0.1
+    params = {"w": jnp.ones(3)}
+    state, used = tx.init(params), []
+    for _ in range(3):
+        _, state = tx.update(params, state, params)
+        used.append(round(float(learning_rate(state)), 6))
+    assert used == [1.0, 1.0, 0.1]
+
+
+def test_rate_and_scale_reach_inside_multi_transform():
+    cfg = OptimConfig(learning_rate=0.5)
+    inner = make_optimizer(cfg, make_schedule(cfg, 10, 100))
     tx = optax.multi_transform({"train": inner, "freeze": optax.set_to_zero()},
                                {"a": "train", "b": "freeze"})
-    state = with_learning_rate(tx.init({"a": jnp.ones(2), "b": jnp.ones(2)}), 0.125)
-    assert float(find_learning_rate(state)) == 0.125
+    state = with_lr_scale(tx.init({"a": jnp.ones(2), "b": jnp.ones(2)}), 0.25)
+    assert float(learning_rate(state)) == 0.125
 
 
 def test_unknown_names_are_errors():
     with pytest.raises(ValueError, match="optim.name"):
-        make_optimizer(OptimConfig(name="lion"))
+        make_optimizer(OptimConfig(name="lion"), optax.constant_schedule(1.0))
     with pytest.raises(ValueError, match="optim.schedule"):
         make_schedule(OptimConfig(schedule="linear"), 10, 100)
