@@ -18,7 +18,7 @@ def run_scripted(stopper, values, monitor="loss", stop_at=None):
         set_weight(control, epoch)
         cbs.call("on_epoch_end", epoch, {monitor: value})
         if epoch == stop_at:
-            control.request_stop()
+            control.stop_training = True  # another callback asked to stop
         if control.stop_training:
             break
     cbs.call("on_train_end", {})

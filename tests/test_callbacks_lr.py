@@ -1,10 +1,14 @@
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from fake_loop import attach, make_control, make_state, tiny_fit
+from fake_loop import attach, make_control, rate, tiny_fit
 
 from convjax.callbacks import LearningRateScheduler, ReduceLROnPlateau
-from convjax.callbacks.control import LoopControl
+from convjax.loop import _Run
+from convjax.optim import lr_scale, scale_by_lr_scale
+from convjax.train_state import TrainState
 
 
 def run_epochs(callback, values, control=None, monitor="val_loss"):
@@ -15,7 +19,7 @@ def run_epochs(callback, values, control=None, monitor="val_loss"):
     rates = []
     for epoch, value in enumerate(values):
         cbs.call("on_epoch_end", epoch, {monitor: value})
-        rates.append(control.learning_rate)
+        rates.append(rate(control))
     return rates
 
 
@@ -55,12 +59,27 @@ def test_factor_of_one_or_more_is_an_error():
 
 def test_scales_an_optax_schedule_instead_of_replacing_it():
     schedule = optax.linear_schedule(0.1, 0.0, 100)
-    state = make_state().replace(step=np.int32(50))
-    control = LoopControl(state, schedule, epochs=3, steps_per_epoch=4)
+    tx = optax.chain(optax.inject_hyperparams(optax.sgd)(learning_rate=schedule),
+                     scale_by_lr_scale())
+    params = {"w": jnp.ones(2)}
+    opt_state = tx.init(params)
+    for _ in range(51):  # the last update used schedule(50) = 0.05
+        _, opt_state = tx.update(params, opt_state, params)
+    state = TrainState(step=jnp.int32(51), params=params, batch_stats={}, opt_state=opt_state,
+                       rng=jax.random.key(0), ema_params=None)
+    control = _Run(state, epochs=3, steps_per_epoch=4)
     run_epochs(ReduceLROnPlateau(patience=0, factor=0.5), [1.0, 1.0], control)
-    assert float(control.state.lr_scale) == pytest.approx(0.5)
-    later = control.state.replace(step=np.int32(75))
-    assert float(schedule(75) * later.lr_scale) == pytest.approx(0.025 * 0.5)
+    assert float(lr_scale(control.state.opt_state)) == pytest.approx(0.5)
+    opt_state = control.state.opt_state
+    for _ in range(25):  # later updates follow the schedule, at half its height
+        _, opt_state = tx.update(params, opt_state, params)
+    assert rate(_with(control, opt_state)) == \
+        pytest.approx(float(schedule(75)) * 0.5)
+
+
+def _with(control, opt_state):
+    control.state = control.state.replace(opt_state=opt_state)
+    return control
 
 
 def test_state_round_trips_for_resume():
@@ -78,7 +97,7 @@ def begin_epochs(callback, epochs, control=None):
     rates = []
     for epoch in epochs:
         cbs.call("on_epoch_begin", epoch, {})
-        rates.append(control.learning_rate)
+        rates.append(rate(control))
     return rates
 
 
@@ -107,11 +126,11 @@ def test_scheduler_applies_an_epoch_once_when_resumed_inside_it():
     cbs.call("on_train_begin", {})
     resumed.load_state_dict(saved)
     cbs.call("on_epoch_begin", 1, {})  # the resumed run begins epoch 1 again
-    assert control.learning_rate == pytest.approx(0.025)
+    assert rate(control) == pytest.approx(0.025)
 
 
 def test_in_fit_reduce_on_plateau_lowers_the_logged_rate_from_the_next_epoch():
     reduce = ReduceLROnPlateau(monitor="val_loss", min_delta=10.0, patience=1, factor=0.5)
     state, history = tiny_fit([reduce], epochs=3)
     np.testing.assert_allclose(history.history["learning_rate"], [1e-3, 1e-3, 5e-4], rtol=1e-5)
-    assert float(state.lr_scale) == pytest.approx(0.25)  # reduced again after epoch 2
+    assert float(lr_scale(state.opt_state)) == pytest.approx(0.25)  # reduced again after ep. 2
