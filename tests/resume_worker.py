@@ -46,7 +46,7 @@ from convjax.loop import fit  # noqa: E402
 from convjax.sharding import make_mesh  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import tiny_arrays, tiny_setup  # noqa: E402
+from helpers import array_batches, tiny_arrays, tiny_setup  # noqa: E402
 
 
 def die() -> None:
@@ -93,15 +93,19 @@ def main() -> None:
         timers.append(threading.Timer(seconds, die))
         timers[-1].start()
 
+    trained = []  # the batches this process trained
+
     def on_train_end(logs):  # the run is over: a kill after this would test nothing
         for timer in timers:
             timer.cancel()
+        (args.out / "trained_by_last_process.txt").write_text(str(len(trained)))
 
     def on_train_batch_begin(batch, logs):
         if args.kill_at_batch is not None and killer.loop.global_batch == args.kill_at_batch:
             die_in(0.005)
 
     def on_train_batch_end(batch, logs):
+        trained.append(batch)
         if not started:  # the first step has compiled and run
             started.append(batch)
             if args.kill_after is not None:
@@ -119,13 +123,14 @@ def main() -> None:
     ]
     if not args.no_backup:
         callbacks.insert(0, BackupAndRestore(args.out / "backup", save_freq=2))
-    state, train_step, eval_step, schedule = tiny_setup()
+    state, steps = tiny_setup()
+    mesh = make_mesh(jax.devices()[:1])
     state, history = fit(
-        state, tiny_arrays(48), train_step=train_step, eval_step=eval_step, schedule=schedule,
-        epochs=3, batch_size=8, validation=tiny_arrays(20, seed=1), eval_batch_size=8,
-        callbacks=callbacks, verbose=0, mesh=make_mesh(jax.devices()[:1]),
+        state, array_batches(tiny_arrays(48), 8, mesh=mesh), steps=steps, epochs=3,
+        validation=array_batches(tiny_arrays(20, seed=1), 8, mesh=mesh),
+        callbacks=callbacks, verbose=0, mesh=mesh,
     )
-    leaves = jax.tree.leaves((state.params, state.opt_state, state.lr_scale, state.step,
+    leaves = jax.tree.leaves((state.params, state.opt_state, state.step,
                               jax.random.key_data(state.rng)))
     np.savez(args.out / "result.npz", *[np.asarray(x) for x in leaves])
     record = {"epoch": history.epoch, "history": history.history}
