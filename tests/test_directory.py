@@ -26,6 +26,7 @@ from convjax.data import (
     streaming,
 )
 from convjax.data.decode import INTERPOLATIONS
+from helpers import require_module
 
 
 def put(path: Path, value: int, size=(6, 8), mode="RGB", fmt=None) -> Path:
@@ -79,7 +80,7 @@ def test_listing_follows_keras_order(tmp_path):
 
 def test_listing_and_split_match_keras_itself(tmp_path):
     os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 would otherwise want TensorFlow
-    dataset_utils = pytest.importorskip("keras.src.utils.dataset_utils")
+    dataset_utils = require_module("keras.src.utils.dataset_utils")  # fails under CI=true
     root = tree(tmp_path / "d", per_class=(7, 6))
     put(root / "dog" / "sub" / "deep.png", 99)
     keras_paths, keras_labels, _ = dataset_utils.index_directory(
