@@ -11,10 +11,12 @@ folder into an `ArraySource` (through `FolderDataset`, with its thread pool and 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import tarfile
+import zlib
 from pathlib import Path
 
 from convjax.data.arrays import ArraySource
@@ -89,6 +91,30 @@ def load_image_folder(
     return dataset.to_array_source()
 
 
+# What a truncated or damaged .tar(.gz) raises part-way: gzip's EOFError ("Compressed file
+# ended before the end-of-stream marker"), BadGzipFile, zlib.error, or tarfile's own errors.
+CORRUPT_ARCHIVE_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, tarfile.TarError)
+
+
+def extract_archive(path: Path, dest: Path) -> None:
+    """Extracts `path` beside `dest`, then renames: a killed extraction never looks complete,
+    and a failed one leaves nothing behind."""
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(tmp, dest)
+    except BaseException as err:  # a full disk or Ctrl-C too: never leave a partial tree
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and os.path.isdir(dest):
+            return  # another process (a multi-process run) extracted it first
+        if isinstance(err, CORRUPT_ARCHIVE_ERRORS):
+            raise ValueError(f"{path}: the archive is truncated or corrupt "
+                             f"({type(err).__name__}: {err}); copy it again") from err
+        raise
+
+
 def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A folder as is; a `.tar.gz` archive is extracted once into the cache and that folder
     returned (so the shared data archives can be used without unpacking by hand)."""
@@ -104,12 +130,7 @@ def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Pat
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     dest = cache_root / "archives" / key.hexdigest()[:16]
     if not dest.exists():
-        # Extract beside, then rename: a killed extraction never looks complete.
-        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")
-        os.replace(tmp, dest)
+        extract_archive(path, dest)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     # Archives usually hold one top-level folder (e.g. cifar10/): return it.
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
