@@ -4,6 +4,7 @@ from PIL import Image
 
 from convjax.config import DataConfig
 from convjax.data import (
+    SkippedImagesWarning,
     epoch_order,
     eval_indices,
     from_arrays,
@@ -11,10 +12,9 @@ from convjax.data import (
     load_splits,
     resolve_folder,
     split_validation,
+    steps_per_epoch,
     train_indices,
 )
-from convjax.data.loader import steps_per_epoch
-from convjax.data.streaming import SkippedImagesWarning
 from helpers import tiny_arrays, write_image_folder
 
 
@@ -116,7 +116,7 @@ def test_eval_indices_cover_each_example_once():
 
 
 def test_batch_larger_than_data_is_an_error():
-    with pytest.raises(ValueError, match="batch_size=64 is larger than the dataset"):
+    with pytest.raises(ValueError, match=r"train\.batch_size=64 .* \(10 examples\)"):
         steps_per_epoch(10, 64)
 
 

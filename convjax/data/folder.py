@@ -5,7 +5,7 @@ sub-directory names (hidden ones skipped; a symlinked class directory counts), e
 directory is walked recursively with `os.walk`, the walk sorted by directory path (so `cat/a/`,
 `cat/a-b/`, `cat/a/x/`: not depth-first, but as Keras does), files sorted within a directory,
 and only .jpg/.jpeg/.png/.bmp/.gif files (any case) kept. `load_image_folder` decodes a whole
-folder into an `ArraySource` (through `FolderDataset`, with its thread pool and cache);
+folder into an `ArraySource` (through `FolderSource`, with its thread pool and cache);
 `resolve_folder` extracts a `.tar.gz` archive once.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from convjax.data.arrays import ArraySource
 from convjax.data.decode import DecodeSpec
 from convjax.data.folder_cache import default_cache_dir, resolve_cache_dir
-from convjax.data.streaming import FolderDataset
+from convjax.data.folder_source import FolderSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -85,10 +85,9 @@ def load_image_folder(
     """
     files, labels, classes = list_image_files(root)
     spec = DecodeSpec(tuple(image_size), color_mode, interpolation)
-    dataset = FolderDataset(files, labels, classes, spec, shuffle=False,
-                            cache_dir=resolve_cache_dir(cache_dir),
-                            on_error=on_error)
-    return dataset.to_array_source()
+    source = FolderSource(files, labels, classes, spec, cache_dir=resolve_cache_dir(cache_dir),
+                          on_error=on_error)
+    return source.to_array_source()
 
 
 # What a truncated or damaged .tar(.gz) raises part-way: gzip's EOFError ("Compressed file
