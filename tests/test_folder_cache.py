@@ -1,6 +1,7 @@
 """The decoded-image cache (convjax.data.folder_cache) under failure: a disk full before the
 first row, and temporaries left by killed first passes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,10 +51,12 @@ def test_temporaries_of_dead_writers_are_removed(tmp_path):
     root = write_image_folder(tmp_path / "d", per_class=2)
     folders = tmp_path / "cache" / "folders"
     folders.mkdir(parents=True)
-    stale = folders / f"0123abcd.{dead_pid()}.140000.npy.tmp"  # a killed first pass
-    live = folders / f"0123abcd.{__import__('os').getpid()}.140001.npy.tmp"
-    for path in (stale, live):
+    host, dead = folder_cache._host(), dead_pid()
+    stale = [folders / f"0123abcd.{dead}.140000.npy.tmp",  # killed, before hosts were named
+             folders / f"0123abcd.{host}.{dead}.140002.npy.tmp"]  # killed
+    kept = [folders / f"0123abcd.{os.getpid()}.140001.npy.tmp",  # a writer still running
+            folders / f"0123abcd.other-host.{dead}.140003.npy.tmp"]  # its pids mean nothing here
+    for path in stale + kept:
         path.write_bytes(b"\0" * 64)
     batches(root, cache_dir=tmp_path / "cache")
-    assert not stale.exists()
-    assert live.exists()  # a writer still running (here: this process) keeps its file
+    assert [p.exists() for p in stale + kept] == [False, False, True, True]
