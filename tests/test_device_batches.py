@@ -102,3 +102,12 @@ def test_the_budget_picks_replicated_sharded_or_streaming(mesh):
     assert isinstance(single, StreamingBatches)  # one device: sharding would not help
     streamed.close()
     single.close()
+
+
+def test_batches_make_no_implicit_transfer(mesh):
+    for kwargs in ({}, {"shard_data": True}):
+        data = DeviceArrays(tiny_arrays(N, shape=(4, 4, 3)), batch_size=B, seed=0, mesh=mesh,
+                            **kwargs)
+        next(data.train_batches(0))  # compiled outside the guard
+        with jax.transfer_guard("disallow"):  # as in the loop's hot path
+            assert len(list(data.train_batches(1))) == 3
