@@ -8,7 +8,7 @@ Modules (pure ones marked *):
     train_state*   the TrainState pytree
     steps*         train_step / eval_step / predict_step
     sharding*      batch-sharded data parallelism
-    data/          sources (tfds, image folders, arrays) and the loader
+    data/          sources (tfds, image folders, arrays) and batch sources
     loop           fit / evaluate / predict: the only place with side effects in training
     callbacks/     Keras callbacks
     checkpoint     Orbax save/restore

@@ -4,6 +4,7 @@ from PIL import Image
 
 from convjax.config import DataConfig
 from convjax.data import (
+    SkippedImagesWarning,
     epoch_order,
     eval_indices,
     from_arrays,
@@ -11,10 +12,9 @@ from convjax.data import (
     load_splits,
     resolve_folder,
     split_validation,
+    steps_per_epoch,
     train_indices,
 )
-from convjax.data.loader import steps_per_epoch
-from convjax.data.streaming import SkippedImagesWarning
 from helpers import tiny_arrays, write_image_folder
 
 
@@ -116,7 +116,7 @@ def test_eval_indices_cover_each_example_once():
 
 
 def test_batch_larger_than_data_is_an_error():
-    with pytest.raises(ValueError, match="batch_size=64 is larger than the dataset"):
+    with pytest.raises(ValueError, match=r"train\.batch_size=64 .* \(10 examples\)"):
         steps_per_epoch(10, 64)
 
 
@@ -137,3 +137,24 @@ def test_from_arrays_checks_shapes():
         from_arrays(np.zeros((4, 5, 5, 3), np.uint8), np.zeros(3))
     with pytest.raises(ValueError, match="uint8"):
         from_arrays(np.zeros((4, 5, 5, 3), np.float32), np.zeros(4))
+
+
+def test_truncated_archive_names_itself_and_leaves_no_partial_extraction(tmp_path):
+    import tarfile
+
+    write_image_folder(tmp_path / "ds" / "train", per_class=20, size=(40, 40))
+    archive = tmp_path / "ds.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "ds", arcname="ds")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"ds\.tar\.gz.*truncated or corrupt"):
+        resolve_folder(archive, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "archives").iterdir()) == []
+
+
+def test_a_folder_of_only_unreadable_images_says_so(tmp_path):
+    for name in ("cat/a.jpg", "cat/b.png", "dog/c.jpg"):
+        (tmp_path / "bad" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "bad" / name).write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"all 3 image files under .*bad are unreadable"):
+        load_image_folder(tmp_path / "bad", cache_dir=False)

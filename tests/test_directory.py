@@ -20,12 +20,14 @@ from convjax.data import (
     DecodeSpec,
     SkippedImagesWarning,
     decode_image,
+    epoch_order,
     flow_from_directory,
     folder_cache,
+    folder_source,
     image_dataset_from_directory,
-    streaming,
 )
 from convjax.data.decode import INTERPOLATIONS
+from helpers import require_module
 
 
 def put(path: Path, value: int, size=(6, 8), mode="RGB", fmt=None) -> Path:
@@ -79,7 +81,7 @@ def test_listing_follows_keras_order(tmp_path):
 
 def test_listing_and_split_match_keras_itself(tmp_path):
     os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 would otherwise want TensorFlow
-    dataset_utils = pytest.importorskip("keras.src.utils.dataset_utils")
+    dataset_utils = require_module("keras.src.utils.dataset_utils")  # fails under CI=true
     root = tree(tmp_path / "d", per_class=(7, 6))
     put(root / "dog" / "sub" / "deep.png", 99)
     keras_paths, keras_labels, _ = dataset_utils.index_directory(
@@ -209,8 +211,8 @@ def test_epoch_order_is_a_pure_function_of_seed_and_epoch(tmp_path):
 def test_streams_instead_of_loading_everything_first(tmp_path, monkeypatch):
     root = tree(tmp_path / "d", per_class=(20, 20))
     calls = []
-    real = streaming.decode_image
-    monkeypatch.setattr(streaming, "decode_image", lambda p, s: calls.append(p) or real(p, s))
+    real = folder_source.decode_image
+    monkeypatch.setattr(folder_source, "decode_image", lambda p, s: calls.append(p) or real(p, s))
     ds = idfd(root, batch_size=2, seed=0, prefetch_batches=1, num_workers=2)
     batches = iter(ds)
     next(batches)
@@ -329,10 +331,25 @@ def add_bad_files(root: Path) -> list[str]:
     return sorted(bad)
 
 
+def served_ids(paths: list[str], bad: list[str]) -> list[int]:
+    """What the policy serves for each file, in file order: the file's own id, or for an
+    unreadable one the id of the next readable file after it (wrapping around)."""
+    def readable(p):
+        return not any(p.endswith(rel.replace("/", os.sep)) for rel in bad)
+
+    def value(p):
+        return int(decode_image(p, DecodeSpec((1, 1), "rgb", "nearest"))[0, 0, 0])
+
+    n = len(paths)
+    return [value(next(paths[(i + k) % n] for k in range(n) if readable(paths[(i + k) % n])))
+            for i in range(n)]
+
+
 def test_bad_files_are_skipped_with_one_warning_naming_each(tmp_path):
     root = tree(tmp_path / "d", per_class=(4, 4))
     bad = add_bad_files(root)
     ds = idfd(root, batch_size=4, seed=0)
+    assert len(ds) == 3  # 12 files: the length never changes, whatever is found
     with pytest.warns(SkippedImagesWarning) as caught:
         batches = all_batches(ds)
     assert len(caught) == 1
@@ -340,13 +357,18 @@ def test_bad_files_are_skipped_with_one_warning_naming_each(tmp_path):
     assert "skipped 4 unreadable image file(s) of 12" in message
     for rel in bad:
         assert rel.replace("/", os.sep) in message
-    assert [len(b[0]) for b in batches] == [4, 4]  # batches refilled from the next files
-    assert sorted(sum((ids(b[0]) for b in batches), [])) == list(range(10, 18))
-    assert len(ds) == 2
+    assert [len(b[0]) for b in batches] == [4, 4, 4] and len(ds) == 3
+    # Each bad file is replaced by the next readable one in file order, label included.
+    order = epoch_order(12, seed=0, epoch=0)
+    want = served_ids(ds.file_paths, bad)
+    assert sum((ids(b[0]) for b in batches), []) == [want[i] for i in order]
+    labels = np.concatenate([b[1] for b in batches])
+    assert [("cat", "dog")[k] for k in labels] == [
+        "cat" if v < 14 else "dog" for v in sum((ids(b[0]) for b in batches), [])]
     with warnings.catch_warnings():
         warnings.simplefilter("error", SkippedImagesWarning)  # would fail if reported again
         again = all_batches(ds, 1)  # known-bad files are neither decoded nor reported again
-    assert [len(b[0]) for b in again] == [4, 4]
+    assert [len(b[0]) for b in again] == [4, 4, 4]
 
 
 def test_bad_file_raises_with_its_path_when_asked(tmp_path):
@@ -366,7 +388,7 @@ def test_cache_with_bad_files_still_warns_in_a_new_run(tmp_path):
     with pytest.warns(SkippedImagesWarning, match="(?s)bad.jpg.*recorded in the cache"):
         warm = idfd(root, cache_dir=tmp_path / "c", shuffle=False)
         images, _ = all_batches(warm)[0]
-    assert ids(images) == list(range(10, 15))
+    assert ids(images) == [10, 11, 12, 13, 13, 14]  # cat/bad.jpg served as dog/00.png
     assert ids(warm.to_array_source().images) == list(range(10, 15))  # no zero image for it
 
 
@@ -385,7 +407,7 @@ def test_cache_is_written_once_and_read_without_decoding(tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded although the cache is complete")
 
-    monkeypatch.setattr(streaming, "decode_image", no_decoding)
+    monkeypatch.setattr(folder_source, "decode_image", no_decoding)
     warm = idfd(root, seed=1, batch_size=3, cache_dir=cache)
     assert [ids(b[0]) for b in all_batches(warm)] == cold  # same batches, from the cache
     other_seed = idfd(root, seed=2, batch_size=10, cache_dir=cache)

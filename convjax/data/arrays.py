@@ -1,7 +1,8 @@
 """In-memory datasets: uint8 NHWC images and int32 labels, and how to split them.
 
-Pure (numpy only, no I/O). Every source (tfds, image folders, user arrays) ends up as an
-`ArraySource`, so the loader and the loop never care where the data came from.
+Pure (numpy only, no I/O). Sources that fit in memory (tfds, decoded image folders, user
+arrays) end up as an `ArraySource`, a random-access `Source` (source.py) like `FolderSource`,
+so the batch sources never care where the data came from.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ class ArraySource:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.images[i], int(self.labels[i])
+
+    def get_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) at `indices` (a random-access `Source`, see source.py)."""
+        indices = np.asarray(indices)
+        return self.images[indices], self.labels[indices]
 
     @property
     def image_shape(self) -> tuple[int, ...]:

@@ -10,7 +10,8 @@ puts the same files in the same split. Differences, on purpose:
   shuffle that cannot be reproduced), so a resumed run sees exactly the batches it would have;
 - a `validation_split` that leaves no validation file is an error (Keras returns every file);
 - resizing is PIL's (antialiased); "lanczos5", "gaussian" and "mitchellcubic" are not offered;
-- unreadable files are skipped with a warning that lists them (Keras stops mid-epoch).
+- an unreadable file is skipped with a warning that lists it (Keras stops mid-epoch) and
+  served as the next readable file, so an epoch's length never changes (see folder_source).
 
     train, val = image_dataset_from_directory(
         "cats_vs_dogs/train", image_size=(150, 150), batch_size=32, label_mode="binary",

@@ -5,22 +5,24 @@ sub-directory names (hidden ones skipped; a symlinked class directory counts), e
 directory is walked recursively with `os.walk`, the walk sorted by directory path (so `cat/a/`,
 `cat/a-b/`, `cat/a/x/`: not depth-first, but as Keras does), files sorted within a directory,
 and only .jpg/.jpeg/.png/.bmp/.gif files (any case) kept. `load_image_folder` decodes a whole
-folder into an `ArraySource` (through `FolderDataset`, with its thread pool and cache);
+folder into an `ArraySource` (through `FolderSource`, with its thread pool and cache);
 `resolve_folder` extracts a `.tar.gz` archive once.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import tarfile
+import zlib
 from pathlib import Path
 
 from convjax.data.arrays import ArraySource
 from convjax.data.decode import DecodeSpec
 from convjax.data.folder_cache import default_cache_dir, resolve_cache_dir
-from convjax.data.streaming import FolderDataset
+from convjax.data.folder_source import FolderSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -83,10 +85,33 @@ def load_image_folder(
     """
     files, labels, classes = list_image_files(root)
     spec = DecodeSpec(tuple(image_size), color_mode, interpolation)
-    dataset = FolderDataset(files, labels, classes, spec, shuffle=False,
-                            cache_dir=resolve_cache_dir(cache_dir),
-                            on_error=on_error)
-    return dataset.to_array_source()
+    source = FolderSource(files, labels, classes, spec, cache_dir=resolve_cache_dir(cache_dir),
+                          on_error=on_error)
+    return source.to_array_source()
+
+
+# What a truncated or damaged .tar(.gz) raises part-way: gzip's EOFError ("Compressed file
+# ended before the end-of-stream marker"), BadGzipFile, zlib.error, or tarfile's own errors.
+CORRUPT_ARCHIVE_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, tarfile.TarError)
+
+
+def extract_archive(path: Path, dest: Path) -> None:
+    """Extracts `path` beside `dest`, then renames: a killed extraction never looks complete,
+    and a failed one leaves nothing behind."""
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(tmp, dest)
+    except BaseException as err:  # a full disk or Ctrl-C too: never leave a partial tree
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and os.path.isdir(dest):
+            return  # another process (a multi-process run) extracted it first
+        if isinstance(err, CORRUPT_ARCHIVE_ERRORS):
+            raise ValueError(f"{path}: the archive is truncated or corrupt "
+                             f"({type(err).__name__}: {err}); copy it again") from err
+        raise
 
 
 def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Path:
@@ -104,12 +129,7 @@ def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Pat
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     dest = cache_root / "archives" / key.hexdigest()[:16]
     if not dest.exists():
-        # Extract beside, then rename: a killed extraction never looks complete.
-        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")
-        os.replace(tmp, dest)
+        extract_archive(path, dest)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     # Archives usually hold one top-level folder (e.g. cifar10/): return it.
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
