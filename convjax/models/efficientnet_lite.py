@@ -35,13 +35,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax.normalize import LITE
+
 IMAGE_SIZE = 224  # the resolution Lite0 was trained at
 HEAD_FEATURES = 1280
-
-# The preprocessing TF's Lite builder trained with: "inception-style" (x - 127) / 128, chosen
-# there because a symmetric range quantises better than ImageNet mean/std.
-MEAN_RGB = 127.0
-STDDEV_RGB = 128.0
 
 # (repeats, kernel, stride, expand_ratio, out_filters) per stage, from TF's Lite builder
 # ('r1_k3_s11_e1_i32_o16', ...). Stage inputs chain from the previous output; the stem gives 32.
@@ -79,8 +76,13 @@ def block_specs() -> tuple[BlockSpec, ...]:
 
 
 def preprocess_input(images_bhwc: jax.Array) -> jax.Array:
-    """RGB pixel values in [0, 255] (uint8 or float) -> float32 in about [-1, 1]."""
-    return (jnp.asarray(images_bhwc, jnp.float32) - MEAN_RGB) / STDDEV_RGB
+    """RGB pixel values in [0, 255] (uint8 or float) -> float32 in about [-1, 1].
+
+    Keras's name for `convjax.normalize.LITE`, (x - 127) / 128: the "inception-style" range
+    TF's Lite builder trained with (symmetric, so it quantises better than ImageNet mean/std).
+    Steps and the feature cache take the spec `LITE` itself, not this function.
+    """
+    return LITE(images_bhwc)
 
 
 def _batch_norm(name: str | None = None) -> nn.BatchNorm:

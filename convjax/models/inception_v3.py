@@ -32,6 +32,7 @@ from convjax.models.inception_v3_blocks import (
     ReductionB,
     Stem,
 )
+from convjax.normalize import INCEPTION
 
 # Keras rejects smaller inputs: the stem and the two reductions need at least 75x75 pixels to
 # leave a non-empty 1x1 grid at mixed10.
@@ -55,8 +56,12 @@ ENDPOINTS: tuple[str, ...] = tuple(name for name, _ in BLOCKS)
 
 
 def preprocess_input(images: jax.Array) -> jax.Array:
-    """Pixels in [0, 255] -> [-1, 1], as `keras.applications.inception_v3.preprocess_input`."""
-    return jnp.asarray(images, jnp.float32) / 127.5 - 1.0
+    """Pixels in [0, 255] -> [-1, 1], as `keras.applications.inception_v3.preprocess_input`.
+
+    Keras's name for `convjax.normalize.INCEPTION`; steps and the feature cache take the spec
+    itself, not this function.
+    """
+    return INCEPTION(images)
 
 
 class InceptionV3(nn.Module):
