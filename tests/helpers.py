@@ -82,15 +82,3 @@ class TinyBackbone(nn.Module):
             nn.Conv(4, (3, 3), name="block1")(x)))
         x = nn.relu(nn.Conv(6, (3, 3), name="block2")(x))
         return x.mean(axis=(1, 2))
-
-
-def require_module(module: str):
-    """Imports an optional test dependency; its absence skips, except under CI (CI=true), where
-    it fails: CI installs the test extras, so a missing peer there is a broken install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        message = f"{module} not installed (pip install 'convjax[test]', see pyproject)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " -- required under CI=true")
-        pytest.skip(message)
