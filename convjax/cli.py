@@ -70,4 +70,5 @@ def main(
         parser.error(str(err))
     from convjax.train import train_and_evaluate  # after the checks: errors come at once
 
-    return train_and_evaluate(cfg, args.workdir, restart=args.restart)
+    # Transitional: `restart` only when asked, so a runner that predates the flag still runs.
+    return train_and_evaluate(cfg, args.workdir, **({"restart": True} if args.restart else {}))

@@ -134,7 +134,8 @@ def _unknown(key: str, here: str, known: list[str]) -> ConfigError:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {join_key(here, close[0])!r}? " if close else ""
     valid = ", ".join(join_key(here, k) for k in known)
-    return ConfigError(key, f"unknown config key; {hint}valid keys here: {valid}")
+    return ConfigError(key, f"unknown config key {key!r}; {hint}valid keys here: {valid}",
+                       named=True)
 
 
 def _leaf_type(cls: type, key: str) -> Any:

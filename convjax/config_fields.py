@@ -27,10 +27,11 @@ BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
 
 
 class ConfigError(ValueError):
-    """A bad config value, one line naming its dotted key: `train.epochs: must be >= 1, got 0`."""
+    """A bad config value, one line naming its dotted key: `train.epochs: must be >= 1, got 0`
+    (`named=True`: the message names the key itself)."""
 
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
+    def __init__(self, key: str, message: str, *, named: bool = False):
+        super().__init__(message if named else f"{key}: {message}")
         self.key, self.message = key, message
 
 
