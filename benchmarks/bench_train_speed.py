@@ -54,7 +54,7 @@ def run_convjax(steps: int, conv_impl: str, pool_impl: str) -> float:
     from convjax.steps import make_train_step
     from convjax.train_state import init_train_state
 
-    model = CNN(ModelConfig(conv_impl=conv_impl, pool_impl=pool_impl))
+    model = CNN(ModelConfig(conv_impl=conv_impl, pool_impl=pool_impl, num_classes=10))
     tx = make_optimizer(OptimConfig())
     state = init_train_state(model, tx, jax.random.key(0), (32, 32, 3))
     step_fn = jax.jit(make_train_step(model=model, tx=tx, schedule=make_schedule(

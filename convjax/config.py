@@ -1,133 +1,244 @@
-"""Typed experiment configuration: frozen dataclasses plus `--set a.b=value` overrides.
+"""The experiment configuration: its sections composed into one `Config`, command-line
+overrides (`--set a.b=value`), validation, and plain-dict I/O for the runner.
 
-Pure: no I/O. An experiment is a function returning a `Config`; the command line may override
-any field by its dotted path, and an unknown path is an error that lists the valid ones.
+Pure: no I/O. Each section is a frozen dataclass beside what reads it (`ModelConfig` with the
+model, `DataConfig` with the data, `AugmentConfig` with augmentation, `CallbacksConfig` with
+the callbacks); `OptimConfig` and `TrainConfig` live here for now. Every section checks its
+fields when built (types, `Literal` choices, ranges), so an invalid config cannot exist, the
+errors come before any data is read, and each names its full dotted key and the valid values.
+The sections never import this module; it re-exports them.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import typing
+import difflib
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
-from convjax.augment import AugmentConfig
+from convjax.config_fields import (
+    ConfigError,
+    check_fields,
+    coerce,
+    field_comments,
+    field_types,
+    join_key,
+    parse_text,
+    require,
+)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    conv_filters: tuple[int, ...] = (32, 64)  # filters of each conv block (one entry per block)
-    convs_per_block: int = 2  # Conv+ReLU layers before each pooling
-    kernel_size: int = 3  # square kernels, as in the course
-    padding: str = "SAME"  # "SAME" keeps the spatial size, "VALID" shrinks it by kernel-1
-    pool: str = "max"  # "max", "avg" or "none" (2x2, stride 2)
-    batch_norm: bool = False  # BatchNorm after every conv (Keras epsilon 1e-3, momentum 0.99)
-    dropout: float = 0.25  # after each conv block; 0 disables
-    dense: tuple[int, ...] = (512,)  # hidden Dense layers of the head
-    dense_dropout: float = 0.5  # after each hidden Dense layer
-    num_classes: int = 10
-    l2: float = 0.0  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel**2) to the loss
-    # Faster formulations on XLA:CPU that compute the same function (README, "Training speed").
-    conv_impl: str = "xla"  # "xla" (lax.conv) or "im2col" (patches @ kernel)
-    pool_impl: str = "xla"  # "xla" (reduce_window) or "reshape" (max over a 2x2 reshape)
+def __getattr__(name: str) -> Any:
+    """Transitional: `convjax/data/datasets.py` still imports DataConfig from here, and the
+    `convjax.data.config` import below runs `convjax/data/__init__.py`, which imports datasets
+    while this module is half-built. Delete once datasets imports `convjax.data.config`."""
+    if name == "DataConfig":
+        from convjax.data.config import DataConfig
+
+        return DataConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Below the shim above, which must exist before the data package starts importing.
+from convjax.augment.config import AugmentConfig  # noqa: E402
+from convjax.callbacks_config import CallbacksConfig  # noqa: E402
+from convjax.data.config import DataConfig  # noqa: E402
+from convjax.models.cnn import ModelConfig  # noqa: E402
+
+__all__ = [
+    "AugmentConfig", "CallbacksConfig", "Config", "ConfigError", "DataConfig", "Leaf",
+    "ModelConfig", "OptimConfig", "TrainConfig", "apply_overrides", "config_diff",
+    "config_from_dict", "config_to_dict", "leaves", "validate",
+]
+
+Schedule = Literal["constant", "cosine", "warmup_cosine", "piecewise", "exponential"]
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adam"  # "sgd" (with momentum), "adam" or "adamw"
+    """The optimizer and its learning-rate schedule."""
+
+    config_key: ClassVar[str] = "optim"
+    name: Literal["sgd", "adam", "adamw"] = "adam"  # sgd has momentum; adamw decoupled decay
     learning_rate: float = 1e-3  # peak learning rate
     momentum: float = 0.9  # SGD only
     nesterov: bool = False  # SGD only
     weight_decay: float = 1e-4  # AdamW only (decoupled)
-    schedule: str = "constant"  # constant, cosine, warmup_cosine, piecewise, exponential
+    schedule: Schedule = "constant"  # the rate as a function of the step
     warmup_epochs: float = 1.0  # warmup_cosine only
     decay_rate: float = 0.9  # exponential: multiply the rate by this every epoch
     boundaries: tuple[float, ...] = ()  # piecewise: epochs at which the rate changes
     scales: tuple[float, ...] = ()  # piecewise: multiply the rate by these at the boundaries
 
-
-@dataclass(frozen=True)
-class DataConfig:
-    source: str = "tfds"  # "tfds" (tensorflow-datasets) or "folder" (<root>/{train,test}/<class>)
-    name: str = "cifar10"  # tfds dataset name (cifar10, cifar100)
-    folder: str = ""  # image-folder root or .tar.gz archive; env CONVJAX_DATA overrides "tfds"
-    tfds_dir: str = ""  # tfds data_dir; "" = tfds's default (~/tensorflow_datasets)
-    image_size: tuple[int, int] = (32, 32)  # (height, width) images are resized to
-    color_mode: str = "rgb"  # "rgb" or "grayscale"
-    validation_split: float = 0.1  # fraction of the training split held out for validation
-    train_limit: int = 0  # use only the first N training examples (0 = all); for quick runs
-    test_limit: int = 0  # likewise for the test split
-    cache_dir: str = ""  # decoded-image cache; "" = $CONVJAX_CACHE or ~/.cache/convjax
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.learning_rate > 0, self, "learning_rate", "> 0")
+        require(0 <= self.momentum < 1, self, "momentum", "in [0, 1)")
+        require(self.weight_decay >= 0, self, "weight_decay", ">= 0")
+        require(self.warmup_epochs >= 0, self, "warmup_epochs", ">= 0")
+        require(self.decay_rate > 0, self, "decay_rate", "> 0")
+        require(list(self.boundaries) == sorted(self.boundaries) and min(
+            self.boundaries, default=0) >= 0, self, "boundaries", "ascending epochs >= 0")
+        require(len(self.scales) == len(self.boundaries), self, "scales",
+                f"the same length as optim.boundaries ({len(self.boundaries)})")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How long and how the training loop runs."""
+
+    config_key: ClassVar[str] = "train"
     seed: int = 0  # one seed for init, data order, dropout and augmentation
-    epochs: int = 15
+    epochs: int = 15  # passes over the training split
     batch_size: int = 128  # global batch (split over devices)
-    eval_batch_size: int = 500
+    eval_batch_size: int = 500  # batch for validation and test (no gradients: can be larger)
     ema_momentum: float = 0.0  # >0 keeps an EMA of the params in the state (Keras uses 0.99)
-    verbose: int = 1  # 0 silent, 1 progress bar, 2 one line per epoch (as Keras fit)
+    verbose: Literal[0, 1, 2] = 1  # 0 silent, 1 progress bar, 2 one line per epoch (Keras fit)
+    # ~1 step/s for the course CNN at batch 128 on 2 CPU cores: a backup every few minutes.
+    backup_every_steps: int = 200  # also back up the run every N steps; 0 = at epoch ends only
+    compilation_cache: bool = True  # persistent JAX compilation cache in $CONVJAX_CACHE/jax
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.seed >= 0, self, "seed", ">= 0")
+        require(self.epochs >= 1, self, "epochs", ">= 1")
+        require(self.batch_size >= 1, self, "batch_size", ">= 1")
+        require(self.eval_batch_size >= 1, self, "eval_batch_size", ">= 1")
+        require(0 <= self.ema_momentum < 1, self, "ema_momentum", "in [0, 1) (0: no EMA)")
+        require(self.backup_every_steps >= 0, self, "backup_every_steps", ">= 0")
 
 
 @dataclass(frozen=True)
 class Config:
+    """A whole experiment. Each field is a section; `--set section.key=value` overrides."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.callbacks.ema.enabled and self.train.ema_momentum <= 0:
+            raise ConfigError("callbacks.ema.enabled", "needs train.ema_momentum > 0 (the "
+                              "EMA that SwapEMAWeights swaps in is kept by the train step)")
 
 
-def _field_types(cls: type) -> dict[str, typing.Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+C = TypeVar("C")
 
 
-def _parse(text: str, typ: typing.Any, path: str) -> typing.Any:
-    """Parses a command-line value into the field's declared type."""
-    if typ is str:
-        return text
-    if typ is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--set {path}={text}: expected true/false")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as err:
-        raise ValueError(f"--set {path}={text}: not a valid {typ}") from err
-    if typ is float and isinstance(value, int):
-        value = float(value)
-    if typing.get_origin(typ) is tuple:
-        value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    return value
+def _unknown(key: str, here: str, known: list[str]) -> ConfigError:
+    name = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {join_key(here, close[0])!r}? " if close else ""
+    valid = ", ".join(join_key(here, k) for k in known)
+    return ConfigError(key, f"unknown config key {key!r}; {hint}valid keys here: {valid}",
+                       named=True)
 
 
-def override(cfg: typing.Any, path: str, text: str, _prefix: str = "") -> typing.Any:
-    """Returns a copy of `cfg` with the dotted field `path` set from the string `text`."""
-    head, _, rest = path.partition(".")
-    full = _prefix + path
-    types = _field_types(type(cfg))
-    if head not in types:
-        valid = ", ".join(_prefix + name for name in sorted(types))
-        raise ValueError(f"unknown config key {full!r}; valid keys here: {valid}")
-    child = getattr(cfg, head)
-    if rest:
-        if not dataclasses.is_dataclass(child):
-            raise ValueError(f"unknown config key {full!r}: {head!r} has no sub-keys")
-        return dataclasses.replace(cfg, **{head: override(child, rest, text, f"{_prefix}{head}.")})
-    if dataclasses.is_dataclass(child):
-        raise ValueError(f"config key {full!r} is a section; set one of its fields")
-    return dataclasses.replace(cfg, **{head: _parse(text, types[head], full)})
+def _leaf_type(cls: type, key: str) -> Any:
+    """The declared type of the field at dotted `key` (a leaf, not a section)."""
+    node, here = cls, ""
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(key, f"unknown config key: {here!r} has no sub-keys")
+        known = field_types(node)
+        if part not in known:
+            raise _unknown(key, here, list(known))
+        node, here = known[part], join_key(here, part)
+    if dataclasses.is_dataclass(node):
+        raise ConfigError(key, f"is a section; set one of its fields: "
+                               f"{', '.join(join_key(key, k) for k in field_types(node))}")
+    return node
 
 
-def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
-    """Applies `["train.epochs=3", ...]` in order."""
+def apply_overrides(cfg: C, assignments: list[str]) -> C:
+    """`cfg` with `["train.epochs=3", ...]` applied in order, then built and checked once
+    (so fields that must agree, like optim.boundaries and optim.scales, can be set apart)."""
+    tree = config_to_dict(cfg)
     for item in assignments:
         path, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        cfg = override(cfg, path.strip(), text.strip())
-    return cfg
+        key = path.strip()
+        if not sep or not key:
+            raise ConfigError("--set", f"expects key=value, got {item!r}")
+        value = parse_text(text.strip(), _leaf_type(type(cfg), key), key)
+        *parents, name = key.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node[name] = value
+    return config_from_dict(tree, type(cfg))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict of the config (tuples stay tuples; JSON turns them into lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(tree: dict[str, Any], cls: type[C] = Config, _prefix: str = "") -> C:
+    """The config from a nested dict (e.g. JSON). Strict: an unknown key is an error naming
+    it; values are checked against the field types (lists become tuples). A missing key takes
+    its default, so a stored config still loads after a field was added."""
+    if not isinstance(tree, dict):
+        raise ConfigError(_prefix or "config", f"expected a mapping, got {tree!r}")
+    known = field_types(cls)
+    for name in tree:
+        if name not in known:
+            raise _unknown(join_key(_prefix, name), _prefix, list(known))
+    kwargs = {}
+    for name, value in tree.items():
+        key, typ = join_key(_prefix, name), known[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = config_from_dict(value, typ, key)
+        else:
+            kwargs[name] = coerce(value, typ, key)
+    return cls(**kwargs)
+
+
+def validate(cfg: Config) -> Config:
+    """Checks the whole config again, as the runner would load it back from JSON; returns it.
+    Sections check themselves when built, so this catches what bypassed that (a field set
+    with object.__setattr__, a value JSON cannot hold)."""
+    return config_from_dict(config_to_dict(cfg), type(cfg))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        key = join_key(prefix, name)
+        flat.update(_flatten(value, key) if isinstance(value, dict) else {key: value})
+    return flat
+
+
+def config_diff(a: Any, b: Any) -> list[str]:
+    """The leaves that differ, as `["train.epochs: 8 -> 10"]`, in declaration order."""
+    flat_a, flat_b = _flatten(config_to_dict(a)), _flatten(config_to_dict(b))
+    keys = list(flat_a) + [k for k in flat_b if k not in flat_a]
+    missing = "<absent>"
+    return [f"{k}: {flat_a.get(k, missing)!r} -> {flat_b.get(k, missing)!r}"
+            for k in keys if flat_a.get(k, missing) != flat_b.get(k, missing)]
+
+
+class Leaf(NamedTuple):
+    """One settable key of a config, for `--help`."""
+
+    key: str  # dotted, e.g. "train.epochs"
+    type: Any  # the declared type (a Literal lists the choices)
+    value: Any  # its value in the config described
+    comment: str  # the field's trailing comment in the source
+    section: Any  # the dataclass instance holding it
+
+
+def leaves(cfg: Any, _prefix: str = "") -> list[Leaf]:
+    """Every settable key of `cfg`, depth first, in declaration order."""
+    found = []
+    comments = field_comments(type(cfg))
+    for name, typ in field_types(type(cfg)).items():
+        key, value = join_key(_prefix, name), getattr(cfg, name)
+        if dataclasses.is_dataclass(typ):
+            found += leaves(value, key)
+        else:
+            found.append(Leaf(key, typ, value, comments.get(name, ""), cfg))
+    return found

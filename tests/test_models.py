@@ -34,7 +34,8 @@ def test_course_mnist_model_golden():
 
 
 def test_batch_norm_counts_non_trainable():
-    cfg = ModelConfig(conv_filters=(8,), convs_per_block=1, batch_norm=True, dense=())
+    cfg = ModelConfig(conv_filters=(8,), convs_per_block=1, batch_norm=True, dense=(),
+                      num_classes=10)
     rows = {r.name: r for r in layer_table(CNN(cfg), (8, 8, 3))}
     assert rows["bn0_0"].params == 16 and rows["bn0_0"].non_trainable == 16
     assert "Non-trainable params: 16" in summary(CNN(cfg), (8, 8, 3))
@@ -42,7 +43,7 @@ def test_batch_norm_counts_non_trainable():
 
 def test_valid_padding_shrinks():
     cfg = ModelConfig(conv_filters=(4,), convs_per_block=2, padding="VALID", pool="avg",
-                      dropout=0.0, dense=())
+                      dropout=0.0, dense=(), num_classes=10)
     assert layer_table(CNN(cfg), (10, 10, 1))[1].output_shape == (6, 6, 4)
 
 
@@ -51,7 +52,8 @@ def test_valid_padding_shrinks():
 def test_im2col_conv_is_the_same_function(padding, kernel):
     x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
     base = ModelConfig(conv_filters=(5,), convs_per_block=1, kernel_size=kernel,
-                       padding=padding, pool="none", dropout=0.0, dense=())
+                       padding=padding, pool="none", dropout=0.0, dense=(),
+                       num_classes=10)
     fast = base.__class__(**{**base.__dict__, "conv_impl": "im2col"})
     variables = CNN(base).init(jax.random.key(1), x)
     # One parameter tree serves both implementations.

@@ -15,12 +15,47 @@ accurate than Keras's softmax-then-log.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.config import ModelConfig
+from convjax.config_fields import check_fields, require
 from convjax.models.layers import Conv2D, pool2x2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The CNN's architecture (the `model` section of the experiment config)."""
+
+    config_key: ClassVar[str] = "model"
+    conv_filters: tuple[int, ...] = (32, 64)  # filters of each conv block (one entry per block)
+    convs_per_block: int = 2  # Conv+ReLU layers before each pooling
+    kernel_size: int = 3  # square kernels, as in the course
+    padding: Literal["SAME", "VALID"] = "SAME"  # SAME keeps the size, VALID shrinks it by k-1
+    pool: Literal["max", "avg", "none"] = "max"  # 2x2 pooling, stride 2, after each block
+    batch_norm: bool = False  # BatchNorm after every conv (Keras epsilon 1e-3, momentum 0.99)
+    dropout: float = 0.25  # after each conv block; 0 disables
+    dense: tuple[int, ...] = (512,)  # hidden Dense layers of the head
+    dense_dropout: float = 0.5  # after each hidden Dense layer
+    num_classes: int = 0  # 0 = as many as the data has; otherwise checked against the data
+    l2: float = 0.0  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel**2) to the loss
+    # Faster formulations on XLA:CPU that compute the same function (README, "Training speed").
+    conv_impl: Literal["xla", "im2col"] = "xla"  # lax.conv, or patches @ kernel (faster on CPU)
+    pool_impl: Literal["xla", "reshape"] = "xla"  # reduce_window, or max of a 2x2 reshape (faster)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(all(f >= 1 for f in self.conv_filters), self, "conv_filters", "ints >= 1")
+        require(self.convs_per_block >= 1, self, "convs_per_block", ">= 1")
+        require(self.kernel_size >= 1, self, "kernel_size", ">= 1")
+        require(0 <= self.dropout < 1, self, "dropout", "in [0, 1)")
+        require(all(units >= 1 for units in self.dense), self, "dense", "ints >= 1")
+        require(0 <= self.dense_dropout < 1, self, "dense_dropout", "in [0, 1)")
+        require(self.num_classes >= 0, self, "num_classes", ">= 0 (0: from the data)")
+        require(self.l2 >= 0, self, "l2", ">= 0")
 
 
 class CNN(nn.Module):
@@ -48,6 +83,9 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, images_bhwc: jax.Array, train: bool = False) -> jax.Array:
         cfg = self.cfg
+        if cfg.num_classes < 1:  # 0 means "from the data", which the runner fills in
+            raise ValueError("model.num_classes is 0 (taken from the data): set it to the "
+                             "number of classes before building the CNN")
         x = images_bhwc
         for block, filters in enumerate(cfg.conv_filters):
             x = self._conv_block(x, block, filters, train)

@@ -1,0 +1,58 @@
+"""Builds the callbacks that the config's `callbacks` section enables.
+
+Construction only: no file is touched until training begins. Each callback gets its section's
+fields as keyword arguments (they carry Keras's names), and its files go under the run's
+workdir: `<workdir>/history.csv`, `<workdir>/tensorboard/`, `<workdir>/checkpoints/...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from convjax.callbacks.base import Callback
+from convjax.callbacks.checkpointing import ModelCheckpoint
+from convjax.callbacks.early_stopping import EarlyStopping
+from convjax.callbacks.ema import SwapEMAWeights
+from convjax.callbacks.lr import ReduceLROnPlateau
+from convjax.callbacks.recorders import CSVLogger
+from convjax.callbacks.tensorboard import TensorBoard
+from convjax.callbacks.terminate_on_nan import TerminateOnNaN
+from convjax.callbacks_config import CallbacksConfig
+
+__all__ = ["CallbacksConfig", "keras_args", "make_callbacks"]
+
+
+def keras_args(section: Any) -> dict[str, Any]:
+    """The section's fields but `enabled`: the callback's own keyword arguments."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if f.name != "enabled"}
+
+
+def make_callbacks(
+    cfg: CallbacksConfig, workdir: str | Path, *, model_summary: str = ""
+) -> list[Callback]:
+    """The enabled callbacks, writing under `workdir`. Order matters where callbacks share an
+    event: TerminateOnNaN stops first; SwapEMAWeights swaps before EarlyStopping and
+    ModelCheckpoint look at the weights (as Keras asks); the recorders come last."""
+    workdir = Path(workdir)
+    made: list[Callback] = []
+    if cfg.terminate_on_nan.enabled:
+        made.append(TerminateOnNaN(**keras_args(cfg.terminate_on_nan)))
+    if cfg.ema.enabled:
+        made.append(SwapEMAWeights(**keras_args(cfg.ema)))
+    if cfg.early_stopping.enabled:
+        made.append(EarlyStopping(**keras_args(cfg.early_stopping)))
+    if cfg.reduce_lr.enabled:
+        made.append(ReduceLROnPlateau(**keras_args(cfg.reduce_lr)))
+    if cfg.checkpoint.enabled:
+        args = keras_args(cfg.checkpoint)
+        args["filepath"] = workdir / "checkpoints" / args["filepath"]
+        made.append(ModelCheckpoint(**args))
+    if cfg.csv.enabled:
+        made.append(CSVLogger(workdir / "history.csv", **keras_args(cfg.csv)))
+    if cfg.tensorboard.enabled:
+        made.append(TensorBoard(workdir / "tensorboard", model_summary=model_summary or None,
+                                **keras_args(cfg.tensorboard)))
+    return made
