@@ -49,23 +49,23 @@ def run_convjax(steps: int, conv_impl: str, pool_impl: str) -> float:
     import numpy as np
 
     from convjax.config import ModelConfig, OptimConfig
+    from convjax.metrics import zero_sums
     from convjax.models import CNN
     from convjax.optim import make_optimizer, make_schedule
-    from convjax.steps import make_train_step
+    from convjax.steps import make_steps
     from convjax.train_state import init_train_state
 
     model = CNN(ModelConfig(conv_impl=conv_impl, pool_impl=pool_impl, num_classes=10))
-    tx = make_optimizer(OptimConfig())
+    tx = make_optimizer(OptimConfig(), make_schedule(OptimConfig(), 100, 100))
     state = init_train_state(model, tx, jax.random.key(0), (32, 32, 3))
-    step_fn = jax.jit(make_train_step(model=model, tx=tx, schedule=make_schedule(
-        OptimConfig(), 100, 100)), donate_argnums=0)
+    train = make_steps(model=model, tx=tx).train  # the program fit runs, state donated
     images, labels = _data(np)
     batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
-    holder = [state]
+    holder = [state, jax.device_put(zero_sums())]
 
     def step():
-        holder[0], metrics = step_fn(holder[0], batch)
-        return metrics
+        holder[0], holder[1] = train(holder[0], holder[1], batch)
+        return holder[1]
 
     return _timed(step, steps, jax.block_until_ready)
 

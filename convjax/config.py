@@ -3,7 +3,7 @@ overrides (`--set a.b=value`), validation, and plain-dict I/O for the runner.
 
 Pure: no I/O. Each section is a frozen dataclass beside what reads it (`ModelConfig` with the
 model, `DataConfig` with the data, `AugmentConfig` with augmentation, `CallbacksConfig` with
-the callbacks); `OptimConfig` and `TrainConfig` live here for now. Every section checks its
+the callbacks, `OptimConfig` with the optimizer); `TrainConfig` lives here. Every section checks its
 fields when built (types, `Literal` choices, ranges), so an invalid config cannot exist, the
 errors come before any data is read, and each names its full dotted key and the valid values.
 The sections never import this module; it re-exports them.
@@ -16,6 +16,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
+from convjax.augment.config import AugmentConfig
+from convjax.callbacks_config import CallbacksConfig
 from convjax.config_fields import (
     ConfigError,
     check_fields,
@@ -26,62 +28,15 @@ from convjax.config_fields import (
     parse_text,
     require,
 )
-
-
-def __getattr__(name: str) -> Any:
-    """Transitional: `convjax/data/datasets.py` still imports DataConfig from here, and the
-    `convjax.data.config` import below runs `convjax/data/__init__.py`, which imports datasets
-    while this module is half-built. Delete once datasets imports `convjax.data.config`."""
-    if name == "DataConfig":
-        from convjax.data.config import DataConfig
-
-        return DataConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# Below the shim above, which must exist before the data package starts importing.
-from convjax.augment.config import AugmentConfig  # noqa: E402
-from convjax.callbacks_config import CallbacksConfig  # noqa: E402
-from convjax.data.config import DataConfig  # noqa: E402
-from convjax.models.cnn import ModelConfig  # noqa: E402
+from convjax.data.config import DataConfig
+from convjax.models.cnn import ModelConfig
+from convjax.optim import OptimConfig
 
 __all__ = [
     "AugmentConfig", "CallbacksConfig", "Config", "ConfigError", "DataConfig", "Leaf",
     "ModelConfig", "OptimConfig", "TrainConfig", "apply_overrides", "config_diff",
     "config_from_dict", "config_to_dict", "leaves", "validate",
 ]
-
-Schedule = Literal["constant", "cosine", "warmup_cosine", "piecewise", "exponential"]
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """The optimizer and its learning-rate schedule."""
-
-    config_key: ClassVar[str] = "optim"
-    name: Literal["sgd", "adam", "adamw"] = "adam"  # sgd has momentum; adamw decoupled decay
-    learning_rate: float = 1e-3  # peak learning rate
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = False  # SGD only
-    weight_decay: float = 1e-4  # AdamW only (decoupled)
-    schedule: Schedule = "constant"  # the rate as a function of the step
-    warmup_epochs: float = 1.0  # warmup_cosine only
-    decay_rate: float = 0.9  # exponential: multiply the rate by this every epoch
-    boundaries: tuple[float, ...] = ()  # piecewise: epochs at which the rate changes
-    scales: tuple[float, ...] = ()  # piecewise: multiply the rate by these at the boundaries
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        require(self.learning_rate > 0, self, "learning_rate", "> 0")
-        require(0 <= self.momentum < 1, self, "momentum", "in [0, 1)")
-        require(self.weight_decay >= 0, self, "weight_decay", ">= 0")
-        require(self.warmup_epochs >= 0, self, "warmup_epochs", ">= 0")
-        require(self.decay_rate > 0, self, "decay_rate", "> 0")
-        require(list(self.boundaries) == sorted(self.boundaries) and min(
-            self.boundaries, default=0) >= 0, self, "boundaries", "ascending epochs >= 0")
-        require(len(self.scales) == len(self.boundaries), self, "scales",
-                f"the same length as optim.boundaries ({len(self.boundaries)})")
-
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -23,7 +23,14 @@ import numpy as np
 from convjax import checkpoint
 from convjax.callbacks.backup import BackupAndRestore, BackupOptions
 from convjax.callbacks.base import (
-    Callback, CallbackList, EvalWithEma, LoopView, Request, SetLearningRate, SetParams, Stop,
+    Callback,
+    CallbackList,
+    EvalWithEma,
+    LoopView,
+    Request,
+    SetLearningRate,
+    SetParams,
+    Stop,
     SwapEma,
 )
 from convjax.callbacks.recorders import History, ProgbarLogger

@@ -12,15 +12,49 @@ rate an update trained with is `schedule(step) * lr_scale`, read back from the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from convjax.config import OptimConfig
+from convjax.config_fields import check_fields, require
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+ScheduleName = Literal["constant", "cosine", "warmup_cosine", "piecewise", "exponential"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer and its learning-rate schedule."""
+
+    config_key: ClassVar[str] = "optim"
+    name: Literal["sgd", "adam", "adamw"] = "adam"  # sgd has momentum; adamw decoupled decay
+    learning_rate: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 1e-4  # AdamW only (decoupled)
+    schedule: ScheduleName = "constant"  # the rate as a function of the step
+    warmup_epochs: float = 1.0  # warmup_cosine only
+    decay_rate: float = 0.9  # exponential: multiply the rate by this every epoch
+    boundaries: tuple[float, ...] = ()  # piecewise: epochs at which the rate changes
+    scales: tuple[float, ...] = ()  # piecewise: multiply the rate by these at the boundaries
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        require(self.learning_rate > 0, self, "learning_rate", "> 0")
+        require(0 <= self.momentum < 1, self, "momentum", "in [0, 1)")
+        require(self.weight_decay >= 0, self, "weight_decay", ">= 0")
+        require(self.warmup_epochs >= 0, self, "warmup_epochs", ">= 0")
+        require(self.decay_rate > 0, self, "decay_rate", "> 0")
+        require(list(self.boundaries) == sorted(self.boundaries) and min(
+            self.boundaries, default=0) >= 0, self, "boundaries", "ascending epochs >= 0")
+        require(len(self.scales) == len(self.boundaries), self, "scales",
+                f"the same length as optim.boundaries ({len(self.boundaries)})")
+
+
+
 
 
 def make_schedule(cfg: OptimConfig, steps_per_epoch: int, total_steps: int) -> Schedule:

@@ -27,26 +27,35 @@ import jax
 
 from convjax.config import ModelConfig, OptimConfig
 from convjax.data import load_image_folder, resolve_folder
+from convjax.data.batch_sources import make_batch_source
 from convjax.features import cached_features
 from convjax.loop import fit
 from convjax.models import CNN
+from convjax.normalize import IDENTITY, RESCALE
 from convjax.optim import make_optimizer, make_schedule
-from convjax.steps import make_eval_step, make_train_step, rescale
+from convjax.sharding import make_mesh
+from convjax.steps import make_steps
 from convjax.train_state import init_train_state, state_from_variables
 from convjax.transfer import Classifier, Head, init_classifier, make_partitioned_optimizer
 from experiments.transfer_backbones import BACKBONES
 
 
-def run_fit(model, state, tx, train, val, epochs, lr, preprocess, batch_size=32, verbose=1):
-    """fit() with the Adam schedule bound; returns the final state and validation history."""
+def adam(lr: float):
+    """Adam at a constant rate (the course's transfer recipe)."""
     optim = OptimConfig(learning_rate=lr)
-    schedule = make_schedule(optim, len(train) // batch_size, epochs * len(train) // batch_size)
+    return make_optimizer(optim, make_schedule(optim, 1, 1))
+
+
+def run_fit(model, state, tx, train, val, epochs, normalization, batch_size=32, verbose=1):
+    """fit() with the model's steps; returns the final state and validation history."""
+    mesh = make_mesh()
+    batches = make_batch_source(train, batch_size=batch_size, seed=0, mesh=mesh)
+    val_batches = make_batch_source(val, batch_size=batch_size, seed=0, mesh=mesh,
+                                    shuffle=False)
+    steps = make_steps(model=model, tx=tx, normalization=normalization)
     t0 = time.perf_counter()
-    state, history = fit(
-        state, train, validation=val, epochs=epochs, batch_size=batch_size, verbose=verbose,
-        train_step=make_train_step(model=model, tx=tx, schedule=schedule, preprocess=preprocess),
-        eval_step=make_eval_step(model=model, preprocess=preprocess), schedule=schedule,
-    )
+    state, history = fit(state, batches, steps=steps, validation=val_batches, epochs=epochs,
+                         verbose=verbose, mesh=mesh)
     seconds = time.perf_counter() - t0
     return state, {"val_accuracy": history.history["val_accuracy"],
                    "seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / epochs, 1)}
@@ -55,17 +64,14 @@ def run_fit(model, state, tx, train, val, epochs, lr, preprocess, batch_size=32,
 def frozen_and_finetune(bb, train, val, args) -> tuple[dict, dict]:
     model = Classifier(bb.model, Head(num_classes=2, hidden=bb.head_hidden, dropout=0.2))
     variables = init_classifier(model, jax.random.key(0), train.image_shape, bb.variables)
-    tx = make_partitioned_optimizer(make_optimizer(OptimConfig(learning_rate=1e-3)),
-                                    variables["params"], ("head",))
+    tx = make_partitioned_optimizer(adam(1e-3), variables["params"], ("head",))
     state = state_from_variables(variables, tx, jax.random.key(1))
-    state, frozen = run_fit(model, state, tx, train, val, args.epochs, 1e-3, bb.preprocess)
+    state, frozen = run_fit(model, state, tx, train, val, args.epochs, bb.preprocess)
     # Fine-tuning: same model, more trainable paths, a 10x lower rate, fresh optimizer state.
-    tx = make_partitioned_optimizer(make_optimizer(OptimConfig(learning_rate=1e-4)),
-                                    state.params, ("head", *bb.finetune_paths))
+    tx = make_partitioned_optimizer(adam(1e-4), state.params, ("head", *bb.finetune_paths))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     state = state_from_variables(variables, tx, jax.random.key(2))
-    _, finetune = run_fit(model, state, tx, train, val, args.finetune_epochs, 1e-4,
-                          bb.preprocess)
+    _, finetune = run_fit(model, state, tx, train, val, args.finetune_epochs, bb.preprocess)
     return frozen, finetune
 
 
@@ -76,10 +82,10 @@ def features_mlp(bb, train, val, args) -> dict:
     f_val, _ = cached_features(val, bb.model, bb.variables, bb.preprocess, cache)
     extract_s = time.perf_counter() - t0
     head = Head(num_classes=2, hidden=(256,), dropout=0.5)
-    tx = make_optimizer(OptimConfig(learning_rate=1e-3))
+    tx = adam(1e-3)
     state = init_train_state(head, tx, jax.random.key(0), f_train.image_shape)
-    identity = lambda x: x  # noqa: E731 -- features are already preprocessed
-    _, result = run_fit(head, state, tx, f_train, f_val, args.features_epochs, 1e-3, identity,
+    # The features are already the backbone's outputs: nothing to normalise.
+    _, result = run_fit(head, state, tx, f_train, f_val, args.features_epochs, IDENTITY,
                         verbose=0)
     result.update(extract_seconds=round(extract_s, 1), features_from_cache=hit)
     return result
@@ -89,9 +95,9 @@ def scratch_cnn(train, val, args) -> dict:
     cfg = ModelConfig(conv_filters=(16, 32, 64), convs_per_block=1, dropout=0.0,
                       dense=(512,), dense_dropout=0.0, num_classes=2,
                       conv_impl="im2col", pool_impl="reshape")
-    model, tx = CNN(cfg), make_optimizer(OptimConfig(learning_rate=1e-3))
+    model, tx = CNN(cfg), adam(1e-3)
     state = init_train_state(model, tx, jax.random.key(0), train.image_shape)
-    _, result = run_fit(model, state, tx, train, val, args.scratch_epochs, 1e-3, rescale)
+    _, result = run_fit(model, state, tx, train, val, args.scratch_epochs, RESCALE)
     return result
 
 

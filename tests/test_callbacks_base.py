@@ -5,7 +5,7 @@ import csv
 import pytest
 from fake_loop import attach, make_control, rate, tiny_fit
 
-from convjax.callbacks import Callback, CSVLogger, LambdaCallback, ReduceLROnPlateau
+from convjax.callbacks import Callback, CSVLogger, ReduceLROnPlateau
 from convjax.callbacks.base import callback_names
 
 

@@ -10,11 +10,12 @@ import pytest
 
 from convjax.config import ModelConfig, OptimConfig
 from convjax.data import load_image_folder, split_validation
+from convjax.data.device_batches import DeviceArrays
 from convjax.loop import evaluate, fit
 from convjax.models import CNN
 from convjax.optim import make_optimizer, make_schedule
 from convjax.sharding import make_mesh
-from convjax.steps import make_eval_step, make_train_step
+from convjax.steps import make_steps
 from convjax.train_state import init_train_state
 
 
@@ -26,15 +27,13 @@ def test_course_cnn_learns_real_cifar10_subset(shared_archive, tmp_path):
     train, held_out = split_validation(data, 0.2, seed=0)
     model = CNN(ModelConfig(conv_impl="im2col", pool_impl="reshape", num_classes=10))
     optim = OptimConfig()
-    tx = make_optimizer(optim)
+    tx = make_optimizer(optim, make_schedule(optim, 62, 124))
     state = init_train_state(model, tx, jax.random.key(0), (32, 32, 3))
     mesh = make_mesh(jax.devices()[:1])
-    state, history = fit(
-        state, train, train_step=make_train_step(model=model, tx=tx, schedule=make_schedule(
-            optim, 62, 124)), eval_step=make_eval_step(model=model),
-        schedule=make_schedule(optim, 62, 124), epochs=2, batch_size=128, verbose=0, mesh=mesh,
-    )
-    logs = evaluate(state.params, state.batch_stats, held_out, make_eval_step(model=model),
-                    mesh=mesh)
+    steps = make_steps(model=model, tx=tx)
+    state, history = fit(state, DeviceArrays(train, batch_size=128, seed=0, mesh=mesh),
+                         steps=steps, epochs=2, verbose=0, mesh=mesh)
+    held_out = DeviceArrays(held_out, batch_size=500, seed=0, mesh=mesh, shuffle=False)
+    logs = evaluate(state.params, state.batch_stats, held_out, steps, mesh=mesh)
     assert history.history["loss"][1] < history.history["loss"][0]
     assert logs["accuracy"] > 0.30, logs  # chance is 0.10

@@ -30,7 +30,6 @@ def _tiny_dataset(root):
 
 def _saved_model_accuracy(run, test_dir) -> float:
     import jax
-
     import orbax.checkpoint as ocp
 
     from convjax.data.folder import load_image_folder

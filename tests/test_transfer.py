@@ -8,7 +8,7 @@ from convjax.config import OptimConfig
 from convjax.loop import fit
 from convjax.optim import make_optimizer, make_schedule
 from convjax.sharding import make_mesh
-from convjax.steps import make_eval_step, make_train_step
+from convjax.steps import make_steps
 from convjax.train_state import state_from_variables
 from convjax.transfer import (
     Classifier,
@@ -17,7 +17,7 @@ from convjax.transfer import (
     make_partitioned_optimizer,
     trainable_labels,
 )
-from helpers import TinyBackbone, tiny_arrays
+from helpers import TinyBackbone, array_batches, tiny_arrays
 
 
 def _setup(trainable):
@@ -27,13 +27,12 @@ def _setup(trainable):
     model = Classifier(backbone, Head(num_classes=3, hidden=(5,), dropout=0.1))
     variables = init_classifier(model, jax.random.key(0), (8, 8, 3), pretrained)
     optim = OptimConfig(learning_rate=1e-2)
-    tx = make_partitioned_optimizer(make_optimizer(optim), variables["params"], trainable)
+    tx = make_partitioned_optimizer(make_optimizer(optim, make_schedule(optim, 6, 12)),
+                                    variables["params"], trainable)
     state = state_from_variables(variables, tx, jax.random.key(1))
-    schedule = make_schedule(optim, 6, 12)
-    state, _ = fit(state, tiny_arrays(48), train_step=make_train_step(
-        model=model, tx=tx, schedule=schedule), eval_step=make_eval_step(model=model),
-        schedule=schedule, epochs=2, batch_size=8, verbose=0,
-        mesh=make_mesh(jax.devices()[:1]))
+    mesh = make_mesh(jax.devices()[:1])
+    state, _ = fit(state, array_batches(tiny_arrays(48), 8, mesh=mesh),
+                   steps=make_steps(model=model, tx=tx), epochs=2, verbose=0, mesh=mesh)
     return pretrained, variables, state
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from convjax.config import DataConfig
 from convjax.data.arrays import ArraySource, split_validation
+from convjax.data.config import DataConfig
 from convjax.data.folder import load_image_folder, resolve_folder
 from convjax.data.tfds_source import load_tfds
 
