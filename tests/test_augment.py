@@ -215,7 +215,6 @@ ONE_AT_A_TIME = [
     dict(channel_shift_range=40.0),
     dict(horizontal_flip=True),
     dict(vertical_flip=True),
-    dict(rescale=0.5),
     CROP,
     dict(cutout_size=3),
 ]
@@ -243,6 +242,7 @@ OFF = [
     dict(crop_padding=0),
     dict(cutout_size=0),
     dict(rescale=None),
+    dict(rescale=0.5),  # the steps' normalisation, not an augmentation
     dict(fill_mode="reflect", cval=9.0),
 ]
 
@@ -303,10 +303,12 @@ def test_channel_shift_adds_one_offset_clipped_to_the_image_range():
         assert np.ptp(offsets) < 1e-3 and abs(offsets[0]) <= 40.0  # same for every channel
 
 
-def test_rescale_comes_last():
+def test_rescale_is_left_to_the_steps_normalisation():
+    # Pixels stay in pixel units through augmentation (cval too); rescale is applied once, by
+    # the steps, in training and evaluation alike (tests/test_steps.py).
     cfg = AugmentConfig(cutout_size=20, cval=100.0, rescale=0.5)  # cutout hides everything
-    np.testing.assert_allclose(run(cfg, batch(n=2, h=4, w=4)), 50.0)
-    np.testing.assert_allclose(run(AugmentConfig(rescale=0.5), batch()), batch() * 0.5)
+    np.testing.assert_allclose(run(cfg, batch(n=2, h=4, w=4)), 100.0)
+    assert not AugmentConfig(rescale=0.5).enabled
 
 
 KERAS_COURSE = AugmentConfig(
