@@ -12,7 +12,8 @@ tqdm bar sent to os.devnull; peer (b) calls the same `Steps.train` program on th
 `train_batches(0)` and waits once at the end. Both are compiled and warmed up first, and both
 start each round from a fresh copy of the same initial state (fit copies it inside, so the bare
 loop does too). Rounds alternate a, b, a, b, ...; the last line is the median over rounds of
-(fit images/s / bare images/s). Target: >= 0.97. Runtime: about two minutes on 2 CPU cores.
+(fit images/s / bare images/s). Target: >= 0.97. Runtime: about two minutes on 2 idle CPU
+cores (nearly four with the cores busy).
 
 This script is I/O (it reads clocks and prints); the steps it times are pure.
 """

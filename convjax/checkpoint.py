@@ -72,6 +72,15 @@ def save_state(directory: str | Path, state: TrainState, meta: dict[str, Any]) -
         return Path(manager.directory) / str(manager.latest_step())
 
 
+def remove_temporaries(directory: str | Path) -> None:
+    """Removes what a failed save left in `directory` (Orbax's `*.orbax-checkpoint-tmp*`
+    folders), so a full disk leaves no half-written checkpoint behind."""
+    directory = Path(directory)
+    if directory.exists():
+        for leftover in directory.glob("*" + ocp.path.atomicity.TMP_DIR_SUFFIX + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _abstract(like: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
 

@@ -68,7 +68,12 @@ def main(
         cfg = validate(apply_overrides(smoke() if args.smoke else config(), args.set))
     except ValueError as err:
         parser.error(str(err))
-    from convjax.train import train_and_evaluate  # after the checks: errors come at once
+    from convjax.rundir import RunRefused  # after the checks: errors come at once
+    from convjax.train import Interrupted, train_and_evaluate
 
-    # Transitional: `restart` only when asked, so a runner that predates the flag still runs.
-    return train_and_evaluate(cfg, args.workdir, **({"restart": True} if args.restart else {}))
+    try:
+        return train_and_evaluate(cfg, args.workdir, restart=args.restart)
+    except RunRefused as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except Interrupted as stopped:  # SIGINT/SIGTERM: backed up; no traceback
+        parser.exit(stopped.exit_code, f"{stopped}\n")

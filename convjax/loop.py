@@ -296,6 +296,9 @@ def fit(
     backups = _Backups(options, mesh) if options is not None else None
     loop = _Loop(run, train, validation, steps, mesh, cbs, backups, interrupt)
     saved_states = backups.restore(run) if backups is not None else None
+    if saved_states is not None and verbose:
+        print(f"resuming at epoch {run.epoch + 1}, step {run.step_in_epoch} of "
+              f"{run.steps_per_epoch}", flush=True)
     cbs.call("on_train_begin", {})
     if saved_states is not None:
         missing = cbs.load_state_dicts(saved_states)

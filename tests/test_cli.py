@@ -27,6 +27,7 @@ def runner(monkeypatch):
     fake = types.ModuleType("convjax.train")
     fake.train_and_evaluate = lambda cfg, workdir, **kwargs: calls.append(
         (cfg, workdir, kwargs)) or {"ok": True}
+    fake.Interrupted = type("Interrupted", (Exception,), {})
     monkeypatch.setitem(sys.modules, "convjax.train", fake)
     return calls
 
@@ -68,7 +69,7 @@ def test_arguments_reach_the_runner(runner):
     assert cfg == dataclasses.replace(
         experiment(), train=dataclasses.replace(experiment().train, epochs=3),
         model=dataclasses.replace(experiment().model, dense=()))
-    assert workdir == "runs/a" and kwargs == {}  # restart only when asked (transitional)
+    assert workdir == "runs/a" and kwargs == {"restart": False}
 
 
 def test_smoke_and_restart(runner):

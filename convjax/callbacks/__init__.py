@@ -1,6 +1,6 @@
 """Keras-style training callbacks for `convjax.loop.fit` (docs/callbacks.md maps each one)."""
 
-from convjax.callbacks.backup import BackupAndRestore
+from convjax.callbacks.backup import BackupAndRestore, BackupOptions
 from convjax.callbacks.base import Callback, CallbackList
 from convjax.callbacks.checkpointing import ModelCheckpoint
 from convjax.callbacks.early_stopping import EarlyStopping
@@ -13,7 +13,7 @@ from convjax.callbacks.tensorboard import TensorBoard
 from convjax.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = [
-    "BackupAndRestore", "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
+    "BackupAndRestore", "BackupOptions", "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
     "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger",
     "ReduceLROnPlateau", "RemoteMonitor", "SwapEMAWeights", "TensorBoard", "TerminateOnNaN",
 ]

@@ -1,0 +1,147 @@
+"""The runner from the command line: a workdir is a run (rerun, resume, refuse, restart), and
+stopping is safe (SIGKILL anywhere, SIGTERM). Real processes, a tiny image folder."""
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from helpers import write_image_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["data.source=folder", "data.image_size=(8,8)", "data.validation_split=0.25",
+        "model.conv_filters=(4,)", "model.dense=(8,)", "train.epochs=3", "train.batch_size=4",
+        "train.eval_batch_size=8", "train.backup_every_steps=1", "train.verbose=1"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_image_folder(root / "train", per_class=8)
+    write_image_folder(root / "test", per_class=3)
+    return root
+
+
+def command(workdir, folder, *extra):
+    sets = [f"data.folder={folder}", f"data.cache_dir={folder}/cache", *TINY, *extra]
+    return [sys.executable, "-m", "experiments.cifar10_cnn", "--workdir", str(workdir),
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def env():
+    # One CPU device per process: the runner's results do not depend on the test's 4 fakes.
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "",
+            "CONVJAX_CACHE": os.environ.get("CONVJAX_TEST_CACHE", "/tmp") + "/convjax-runner"}
+
+
+def run(cmd, **kwargs):
+    return subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def final_params(workdir):
+    step_dir = next((workdir / "final").iterdir())
+    state = ocp.StandardCheckpointer().restore((step_dir / "state").absolute())
+    return [np.asarray(x) for x in __import__("jax").tree.leaves(state["params"])]
+
+
+def epoch_rows(workdir):
+    return list(csv.reader(open(workdir / "history.csv")))
+
+
+def scalar_steps(workdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(workdir / "tensorboard" / "train"))
+    acc.Reload()
+    return [e.step for e in acc.Scalars("epoch_loss")]
+
+
+@pytest.fixture(scope="module")
+def reference(folder, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    done = run(command(workdir, folder))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return workdir, done
+
+
+def test_the_same_command_twice_reports_the_finished_run(reference, folder):
+    workdir, first = reference
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["epochs_run"] == 3 and "git_commit" in json.dumps(results["provenance"])
+    assert results["train_images_per_second"] > 0 and results["compile_seconds"] > 0
+    again = run(command(workdir, folder))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished run" in again.stdout and "Epoch" not in again.stdout  # trained nothing
+    assert json.loads((workdir / "results.json").read_text()) == results
+
+
+def test_sigkill_anywhere_then_the_same_command_ends_like_an_uninterrupted_run(
+        reference, folder, tmp_path):
+    ref, _ = reference
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(command(workdir, folder), cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not any((workdir / "backup").glob("[0-9]*")) and time.time() < deadline:
+        time.sleep(0.05)  # training has started once the first backup exists
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))
+    proc.kill()
+    proc.wait()
+    done = run(command(workdir, folder))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for a, b in zip(final_params(workdir), final_params(ref)):
+        np.testing.assert_array_equal(a, b)
+    assert epoch_rows(workdir) == epoch_rows(ref)  # no duplicated or missing row
+    assert scalar_steps(workdir) == scalar_steps(ref) == [0, 1, 2]
+
+
+def test_sigterm_backs_up_exits_143_without_traceback_and_resumes(reference, folder,
+                                                                   tmp_path):
+    ref, _ = reference
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(command(workdir, folder), cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not any((workdir / "backup").glob("[0-9]*")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")  # a very fast machine
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "Run the same command again to continue" in err
+    assert any((workdir / "backup").glob("[0-9]*"))
+    done = run(command(workdir, folder))
+    assert done.returncode == 0 and "resuming at epoch" in done.stdout, done.stderr[-3000:]
+    for a, b in zip(final_params(workdir), final_params(ref)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_another_config_is_refused_before_any_data_is_read(reference, tmp_path):
+    workdir, _ = reference
+    missing = tmp_path / "no-such-folder"  # reading data would fail with FileNotFoundError
+    refused = run(command(workdir, missing, "train.epochs=4"))
+    assert refused.returncode == 2
+    assert "another config" in refused.stderr and "train.epochs: 3 -> 4" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_restart_moves_the_old_run_aside(folder, tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("keep me")
+    refused = run(command(workdir, folder))
+    assert refused.returncode == 2 and "not a convjax run" in refused.stderr
+    done = run([*command(workdir, folder, "train.epochs=1"), "--restart"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run.restart-1" / "notes.txt").read_text() == "keep me"
+    assert (workdir / "results.json").exists()
