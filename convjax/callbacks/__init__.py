@@ -13,7 +13,8 @@ from convjax.callbacks.tensorboard import TensorBoard
 from convjax.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = [
-    "BackupAndRestore", "BackupOptions", "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
+    "BackupAndRestore", "BackupOptions", "CSVLogger", "Callback", "CallbackList",
+    "EarlyStopping", "History",
     "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger",
     "ReduceLROnPlateau", "RemoteMonitor", "SwapEMAWeights", "TensorBoard", "TerminateOnNaN",
 ]
