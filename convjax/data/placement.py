@@ -43,4 +43,6 @@ def place_batch(mesh: Mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Array
 def place_dataset(array: np.ndarray, sharding: Sharding) -> jax.Array:
     """A whole array (present in every process) placed with `sharding`: each device receives
     only its own part (all of it when replicated), in one or several processes alike."""
+    if jax.process_count() == 1:
+        return jax.device_put(array, sharding)  # explicit: allowed under transfer_guard
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
