@@ -45,6 +45,7 @@ from convjax.config import (
     config_from_dict,
     config_to_dict,
 )
+from convjax.rundir import NOT_COMPARED
 from convjax.train import train_and_evaluate
 from experiments.plots import plot_variants
 
@@ -118,7 +119,8 @@ def finished_results(run: Run) -> dict[str, Any] | None:
         saved = config_from_dict(results["config"], type(run.cfg))
     except (ValueError, KeyError) as err:  # unreadable, or a config this code cannot load
         raise ValueError(f"{path}: {err!s}; remove the run to redo it") from None
-    if diff := config_diff(saved, run.cfg):
+    # The runner's rule: keys such as train.verbose may change between reruns.
+    if diff := [d for d in config_diff(saved, run.cfg) if not d.startswith(NOT_COMPARED)]:
         raise ValueError(f"{run.workdir} finished under a different config ({'; '.join(diff)}"
                          "): remove it to rerun, or use another --workdir")
     return results

@@ -39,7 +39,7 @@ def _saved_model_accuracy(run, test_dir) -> float:
     from convjax.steps import make_steps
 
     saved = json.loads((run / "results.json").read_text())
-    step_dir = next((run / "checkpoints").iterdir())
+    step_dir = next((run / "final").iterdir())
     tree = jax.device_get(ocp.StandardCheckpointer().restore((step_dir / "state").absolute()))
     model_cfg = ModelConfig(conv_filters=(4,), dense=(8,), num_classes=2)
     steps = make_steps(model=CNN(model_cfg), tx=None)
@@ -87,7 +87,7 @@ def test_train_and_evaluate_writes_tensorboard_csv_checkpoint(tmp_path):
     assert [e.step for e in train_events.Scalars("epoch_loss")] == [0, 1]
     val_events = EventAccumulator(str(run / "tensorboard" / "validation")).Reload()
     assert "epoch_loss" in val_events.Tags()["scalars"]
-    checkpoints = list((run / "checkpoints").iterdir())
+    checkpoints = list((run / "final").iterdir())
     assert [c.name for c in checkpoints] == ["6"]  # 12 training images / batch 4 * 2 epochs
     saved = json.loads((run / "results.json").read_text())
     assert saved["test_accuracy"] == results["test_accuracy"]
