@@ -21,7 +21,12 @@ def test_cifar100_and_splits_with_mock_data(monkeypatch):
     assert len(train.class_names) == 100
 
 
-def test_offline_error_says_how_to_use_local_files(tmp_path):
+def test_offline_error_says_how_to_use_local_files(tmp_path, monkeypatch):
+    # A real attempt would spend minutes retrying the download on a machine without network.
+    def data_source(*args, **kwargs):
+        raise ConnectionError("Failed to establish a new connection")
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
     with pytest.raises(RuntimeError, match="CONVJAX_DATA"):
         load_tfds("cifar10", "train", data_dir=str(tmp_path))
 
@@ -35,3 +40,23 @@ def test_cats_vs_dogs_photos_resized_through_data_source():
     assert src.class_names == ("cat", "dog") and set(src.labels.tolist()) <= {0, 1}
     assert src.images.std() > 0  # real pixels, not an empty buffer
     assert grey.images.shape == (6, 15, 9, 1)
+
+
+def test_a_missing_module_is_reported_as_such_not_as_no_network(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def data_source(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'",
+                                  name="importlib_resources")
+
+    monkeypatch.setattr(tfds, "data_source", data_source)
+    with pytest.raises(RuntimeError, match="missing module 'importlib_resources'") as err:
+        load_tfds("cifar10", "train")
+    assert "CONVJAX_DATA" not in str(err.value)  # not the offline hint
+
+
+def test_the_modules_tfds_imports_lazily_are_installed():
+    import importlib
+
+    for name in ("importlib_resources", "array_record", "etils.epath"):
+        importlib.import_module(name)  # a fresh `pip install convjax` must bring them

@@ -28,6 +28,11 @@ def _open(name: str, split: str, data_dir: str | None):
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir or None)
         info = tfds.builder(name, data_dir=data_dir or None).info
+    except ImportError as err:  # a module tfds needs is not installed: not a network problem
+        raise RuntimeError(
+            f"could not load tfds dataset {name!r}: tensorflow-datasets needs the missing module "
+            f"{err.name!r} (pip install {err.name}); reinstall convjax to get its dependencies"
+        ) from err
     except Exception as err:  # tfds raises many types (download, preparation, missing TF)
         raise RuntimeError(
             f"could not load tfds dataset {name!r} split {split!r}: {err}\n{OFFLINE_HINT}"
