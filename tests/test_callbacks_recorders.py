@@ -134,6 +134,8 @@ def test_progbar_epoch_numbers_fit_80_columns_with_validation_last(capsys, monke
     for batch in range(4):
         control.step_in_epoch = batch + 1
         cbs.call("on_train_batch_end", batch, {"loss": 1.2345e4, "accuracy": 0.33333})
+        if bar._bar is not None:
+            bar._bar.refresh()  # as a slower step would: the running numbers are shown
     cbs.call("on_epoch_end", 9, dict(WIDE_LOGS))
     captured = capsys.readouterr()
     out = captured.out.splitlines()
