@@ -116,7 +116,8 @@ class ModelCheckpointConfig:
 
 @dataclass(frozen=True)
 class TensorBoardConfig:
-    """Keras TensorBoard, writing <workdir>/tensorboard/{train,validation}."""
+    """Keras TensorBoard, writing <workdir>/tensorboard/{train,validation} (profiler traces in
+    train/plugins/profile, for the Profile tab)."""
 
     config_key: ClassVar[str] = "callbacks.tensorboard"
     enabled: bool = True  # add TensorBoard to the run's callbacks
@@ -125,16 +126,17 @@ class TensorBoardConfig:
     write_images: bool = False  # weights as images (with histogram_freq)
     write_steps_per_second: bool = False  # training speed as a scalar
     update_freq: Literal["epoch", "batch"] | int = "epoch"  # batch scalars every N batches
-    profile_batch: int | tuple[int, int] = 0  # not supported yet (warns); use jax.profiler
+    profile_batch: int | tuple[int, int] = 0  # trace batch N or (start, stop), from 1; 0: off
 
     def __post_init__(self) -> None:
         check_fields(self)
         require(self.histogram_freq >= 0, self, "histogram_freq", ">= 0")
         require(isinstance(self.update_freq, str) or self.update_freq >= 1, self,
                 "update_freq", "'epoch', 'batch' or an int >= 1")
-        profile = self.profile_batch if isinstance(self.profile_batch, tuple) else (
-            self.profile_batch,)
-        require(min(profile) >= 0, self, "profile_batch", "ints >= 0")
+        start, stop = (self.profile_batch if isinstance(self.profile_batch, tuple)
+                       else (self.profile_batch,) * 2)
+        require((start, stop) == (0, 0) or 1 <= start <= stop, self, "profile_batch",
+                "0 (off), a batch N >= 1 or (start, stop) with 1 <= start <= stop")
 
 
 @dataclass(frozen=True)

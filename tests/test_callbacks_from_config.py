@@ -5,6 +5,8 @@ import dataclasses
 import inspect
 
 import pytest
+from fake_loop import tiny_fit
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from convjax.callbacks import (
     CSVLogger,
@@ -16,7 +18,8 @@ from convjax.callbacks import (
     TerminateOnNaN,
 )
 from convjax.callbacks.from_config import make_callbacks
-from convjax.callbacks_config import CallbacksConfig
+from convjax.callbacks_config import CallbacksConfig, TensorBoardConfig
+from convjax.config_fields import ConfigError
 
 CLASSES = {"terminate_on_nan": TerminateOnNaN, "ema": SwapEMAWeights,
            "early_stopping": EarlyStopping, "reduce_lr": ReduceLROnPlateau,
@@ -69,9 +72,9 @@ def test_order_puts_the_ema_swap_before_the_callbacks_that_read_weights(tmp_path
      lambda cb: (cb.monitor_name, cb.save_best_only, cb.save_freq, cb.save_weights_only,
                  cb.max_to_keep, cb.best) == ("val_accuracy", True, 10, True, 2, 0.3)),
     ("tensorboard", dict(histogram_freq=2, write_images=True, update_freq=5,
-                         write_graph=False, write_steps_per_second=True),
+                         write_graph=False, write_steps_per_second=True, profile_batch=(2, 4)),
      lambda cb: (cb.histogram_freq, cb.write_images, cb.update_freq, cb.write_graph,
-                 cb.write_steps_per_second) == (2, True, 5, False, True)),
+                 cb.write_steps_per_second, cb.profile_batch) == (2, True, 5, False, True, (2, 4))),
     ("terminate_on_nan", dict(raise_error=True, check_every=7),
      lambda cb: (cb.raise_error, cb.batch_logs_every) == (True, 7)),
     ("ema", dict(swap_on_epoch=True), lambda cb: cb.swap_on_epoch is True),
@@ -97,3 +100,29 @@ def test_sections_carry_the_callbacks_own_names_and_defaults(name):
             continue
         assert field.name in params, f"{name}.{field.name} is not a {CLASSES[name].__name__} arg"
         assert getattr(section, field.name) == params[field.name].default, field.name
+
+
+def test_hparams_go_to_tensorboard_flattened(tmp_path):
+    (board,) = make_callbacks(only("tensorboard"), tmp_path, hparams={"train": {"epochs": 3}})
+    assert board.hparams == {"train.epochs": 3}
+    (board,) = make_callbacks(only("tensorboard"), tmp_path)
+    assert board.hparams is None
+
+
+def test_a_config_driven_tensorboard_writes_histograms(tmp_path):
+    tiny_fit(make_callbacks(only("tensorboard", histogram_freq=1), tmp_path), epochs=2)
+    train = EventAccumulator(str(tmp_path / "tensorboard" / "train"), {"histograms": 0})
+    train.Reload()
+    assert "conv0_0/kernel/histogram" in train.Tags()["histograms"]
+    assert [e.step for e in train.Histograms("conv0_0/kernel/histogram")] == [0, 1]
+
+
+@pytest.mark.parametrize("profile_batch", [0, 3, (0, 0), (2, 2), (2, 5)])
+def test_profile_batch_as_keras_takes_it(profile_batch):
+    assert TensorBoardConfig(profile_batch=profile_batch).profile_batch == profile_batch
+
+
+@pytest.mark.parametrize("profile_batch", [-1, (0, 3), (4, 2), (-1, 2)])
+def test_profile_batch_outside_keras_rules_is_a_config_error(profile_batch):
+    with pytest.raises(ConfigError, match="callbacks.tensorboard.profile_batch"):
+        TensorBoardConfig(profile_batch=profile_batch)

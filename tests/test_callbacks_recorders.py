@@ -1,9 +1,11 @@
 import csv
+import re
 
 import pytest
 from fake_loop import attach, make_control, tiny_fit
 
 from convjax.callbacks import CSVLogger, History, ProgbarLogger
+from convjax.callbacks.recorders import fit_lines
 
 
 def log_epochs(logger, rows, control=None):
@@ -98,6 +100,60 @@ def test_progbar_bar_counts_batches_and_starts_where_a_resume_starts(capsys):
     assert bar._bar.n == 4
     cbs.call("on_epoch_end", 0, {"loss": 0.5})
     assert "4/4" in capsys.readouterr().err
+
+
+# The widest numbers 4 significant digits give ("0.0001234", "1.235e+04"): the epoch's
+# numbers take more than 80 columns, so they must wrap with the validation ones kept together.
+WIDE_LOGS = {"loss": 1.2345e4, "accuracy": 0.33333, "learning_rate": 1.2345e-4,
+             "val_loss": 1.2345e-4, "val_accuracy": 0.66666}
+WIDE_VAL_LINE = "val_loss: 0.0001234 - val_accuracy: 0.6667"
+
+
+def printed_lines(captured) -> list[str]:
+    """Every line of both streams as a terminal shows it (tqdm redraws after a \\r)."""
+    return [line for text in (captured.out, captured.err) for line in re.split(r"[\r\n]", text)]
+
+
+def test_fit_lines_keeps_the_validation_numbers_on_the_last_line():
+    items = ["loss: 1", "accuracy: 0.5", "val_loss: 2", "val_accuracy: 0.25"]
+    assert fit_lines(items, 80) == [" - ".join(items)]
+    assert fit_lines(items, 40) == ["loss: 1 - accuracy: 0.5", "val_loss: 2 - val_accuracy: 0.25"]
+    assert fit_lines(items, 20) == ["loss: 1", "accuracy: 0.5", "val_loss: 2",
+                                    "val_accuracy: 0.25"]
+    assert fit_lines([], 80) == []
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progbar_epoch_numbers_fit_80_columns_with_validation_last(capsys, monkeypatch, verbose):
+    monkeypatch.setenv("COLUMNS", "80")
+    control = make_control(epochs=10, steps_per_epoch=4)
+    bar = ProgbarLogger(verbose=verbose, update_every=1)
+    cbs = attach([bar], control)
+    control.epoch = 9
+    cbs.call("on_epoch_begin", 9, {})
+    for batch in range(4):
+        control.step_in_epoch = batch + 1
+        cbs.call("on_train_batch_end", batch, {"loss": 1.2345e4, "accuracy": 0.33333})
+        if bar._bar is not None:
+            bar._bar.refresh()  # as a slower step would: the running numbers are shown
+    cbs.call("on_epoch_end", 9, dict(WIDE_LOGS))
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert out[-1] == WIDE_VAL_LINE
+    assert "loss: 1.234e+04 - accuracy: 0.3333 - learning_rate: 0.0001234" in out[-2]
+    assert out[0].startswith("Epoch 10/10" if verbose == 2 else "loss: ")
+    assert max(len(line) for line in printed_lines(captured)) <= 80
+
+
+def test_progbar_in_fit_ends_each_epoch_with_the_validation_numbers(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    _, history = tiny_fit([ProgbarLogger(verbose=1, update_every=2)], epochs=2)
+    captured = capsys.readouterr()
+    h, out = history.history, captured.out.splitlines()
+    expected = [f"val_loss: {loss:.4g} - val_accuracy: {accuracy:.4g}"
+                for loss, accuracy in zip(h["val_loss"], h["val_accuracy"])]
+    assert [line for line in out if "val_" in line] == expected and out[-1] == expected[-1]
+    assert max(len(line) for line in printed_lines(captured)) <= 80
 
 
 def test_in_fit_csv_matches_history(tmp_path):

@@ -1,10 +1,16 @@
-import numpy as np
+import threading
+
+import jax
 import pytest
 from fake_loop import attach, make_control, tiny_fit, tiny_parts
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from convjax.callbacks import TensorBoard
-from convjax.callbacks.tensorboard import named_leaves, params_table, weight_image
+from convjax.callbacks import LambdaCallback, TensorBoard
+from convjax.callbacks.backup import BackupOptions
+from convjax.callbacks.tensorboard_content import named_leaves
+from convjax.loop import TrainingInterrupted
 
 GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
 
@@ -104,25 +110,107 @@ def test_files_opened_after_the_backup_are_deleted_on_resume(tmp_path):
     assert list((tmp_path / "train").iterdir()) == []
 
 
-def test_weight_images():
-    assert weight_image(np.arange(3.0)).shape == (1, 3)
-    dense = weight_image(np.arange(12.0).reshape(6, 2))
-    assert dense.shape == (2, 6) and dense.min() == 0.0 and dense.max() == 1.0
-    conv = np.zeros((3, 3, 2, 4))
-    conv[:, :, 1, 2] = 1.0  # input channel 1, filter 2
-    grid = weight_image(conv)
-    assert grid.shape == (2 * 3, 4 * 3)
-    assert grid[3:6, 6:9].min() == 1.0 and grid.sum() == 9.0
-    assert not weight_image(np.ones((2, 2))).any()  # constant: all zeros, no division by 0
-
-
-def test_params_table_lists_every_weight():
-    params = {"dense": {"kernel": np.zeros((2, 3)), "bias": np.zeros(3)}}
-    table = params_table(params)
-    assert "dense/kernel" in table and "(2, 3)" in table and "Total params: 9" in table
-
-
 def test_update_freq_batch_means_1_and_bad_values_fail(tmp_path):
     assert TensorBoard(tmp_path, update_freq="batch").update_freq == 1
     with pytest.raises(ValueError, match="update_freq"):
         TensorBoard(tmp_path, update_freq="sometimes")
+
+
+# --- profiler ------------------------------------------------------------------------------
+
+
+def test_profile_batch_writes_a_trace_for_the_profile_plugin(tmp_path):
+    tiny_fit([TensorBoard(tmp_path, write_graph=False, profile_batch=2)], epochs=1)
+    [trace] = (tmp_path / "train" / "plugins" / "profile").glob("*/*.xplane.pb")
+    assert trace.stat().st_size > 0
+
+
+@pytest.fixture
+def profiler_calls(monkeypatch):
+    """Records (call, global batch, step of the state) instead of tracing."""
+    calls, boards = [], []
+
+    def record(name):
+        def call(*args):
+            loop = boards[0].loop
+            calls.append((name, loop.global_batch, int(loop.state.step)))
+        return call
+
+    monkeypatch.setattr(jax.profiler, "start_trace", record("start"))
+    monkeypatch.setattr(jax.profiler, "stop_trace", record("stop"))
+    return calls, boards
+
+
+@pytest.mark.parametrize("profile_batch, expected", [
+    (2, [("start", 1, 1), ("stop", 2, 2)]),  # batch 2: after 1 step, until 2 steps are done
+    ((5, 8), [("start", 4, 4), ("stop", 8, 8)]),  # across the epoch end (6 batches)
+    ((11, 99), [("start", 10, 10), ("stop", 12, 12)]),  # stopped when training ends
+    (0, []),
+])
+def test_profile_batch_traces_those_global_batches(tmp_path, profiler_calls, profile_batch,
+                                                  expected):
+    calls, boards = profiler_calls
+    boards.append(TensorBoard(tmp_path, write_graph=False, profile_batch=profile_batch))
+    tiny_fit(boards, epochs=2)
+    assert calls == expected
+
+
+def test_a_profiler_that_cannot_start_does_not_stop_training(tmp_path):
+    jax.profiler.start_trace(tmp_path / "other")  # someone else's trace is running
+    try:
+        with pytest.warns(UserWarning, match="profiler did not start"):
+            _, history = tiny_fit([TensorBoard(tmp_path, profile_batch=2)], epochs=1)
+    finally:
+        jax.profiler.stop_trace()
+    assert len(history.epoch) == 1
+
+
+# --- hyperparameters -----------------------------------------------------------------------
+
+HPARAMS = {"optim": {"learning_rate": 1e-3, "name": "adam", "warmup": None},
+           "model": {"conv_filters": (4,)}, "seed": 0, "augment": False}
+
+
+def test_hparams_session_in_the_log_dir_with_the_final_metrics(tmp_path):
+    _, history = tiny_fit([TensorBoard(tmp_path, hparams=HPARAMS)], epochs=2)
+    session = read(tmp_path)  # the log dir itself (not train/ or validation/)
+    content = session.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        content[hparams_metadata.SESSION_START_INFO_TAG])
+    values = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    assert values == {"optim.learning_rate": 1e-3, "optim.name": "adam", "seed": 0.0,
+                      "model.conv_filters": "(4,)", "augment": False}
+    assert hparams_metadata.SESSION_END_INFO_TAG in content
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        events = session.Scalars(f"hparam/{key}")
+        assert steps(events) == [0, 1], key
+        assert events[-1].value == pytest.approx(history.history[key][-1], rel=1e-6), key
+    assert not any(t.startswith("hparam/") for t in read(tmp_path / "train").Tags()["scalars"])
+
+
+def test_no_hparams_no_session(tmp_path):
+    tiny_fit([TensorBoard(tmp_path)], epochs=1)
+    assert not [p for p in tmp_path.iterdir() if p.is_file()]
+
+
+def session_events(log_dir):
+    """(tag, step) of every value in the log dir's own event files, in the order written."""
+    return [(value.tag, event.step)
+            for path in sorted(p for p in log_dir.iterdir() if p.is_file())
+            for event in EventFileLoader(str(path)).Load() for value in event.summary.value]
+
+
+def test_a_resumed_run_keeps_one_hparams_session(tmp_path):
+    backup = BackupOptions(tmp_path / "backup")
+    interrupt = threading.Event()
+    stop_after_first = LambdaCallback(on_epoch_end=lambda epoch, logs: interrupt.set())
+    with pytest.raises(TrainingInterrupted):
+        tiny_fit([TensorBoard(tmp_path / "tb", hparams=HPARAMS), stop_after_first], epochs=2,
+                 backup=backup, interrupt=interrupt)
+    tiny_fit([TensorBoard(tmp_path / "tb", hparams=HPARAMS)], epochs=2, backup=backup)
+    # Once more from the kept backup of the finished run: nothing to train, training ends again.
+    tiny_fit([TensorBoard(tmp_path / "tb", hparams=HPARAMS)], epochs=2, backup=backup)
+    events = session_events(tmp_path / "tb")
+    assert [e for e in events if e[0].startswith("_hparams_")] == [
+        (hparams_metadata.SESSION_START_INFO_TAG, 0), (hparams_metadata.SESSION_END_INFO_TAG, 2)]
+    assert [step for tag, step in events if tag == "hparam/loss"] == [0, 1]

@@ -31,11 +31,13 @@ def keras_args(section: Any) -> dict[str, Any]:
 
 
 def make_callbacks(
-    cfg: CallbacksConfig, workdir: str | Path, *, model_summary: str = ""
+    cfg: CallbacksConfig, workdir: str | Path, *, model_summary: str = "",
+    hparams: dict[str, Any] | None = None,
 ) -> list[Callback]:
     """The enabled callbacks, writing under `workdir`. Order matters where callbacks share an
     event: TerminateOnNaN stops first; SwapEMAWeights swaps before EarlyStopping and
-    ModelCheckpoint look at the weights (as Keras asks); the recorders come last."""
+    ModelCheckpoint look at the weights (as Keras asks); the recorders come last.
+    `hparams` (e.g. `config_to_dict(cfg)`) goes to TensorBoard's HPARAMS tab."""
     workdir = Path(workdir)
     made: list[Callback] = []
     if cfg.terminate_on_nan.enabled:
@@ -54,5 +56,5 @@ def make_callbacks(
         made.append(CSVLogger(workdir / "history.csv", **keras_args(cfg.csv)))
     if cfg.tensorboard.enabled:
         made.append(TensorBoard(workdir / "tensorboard", model_summary=model_summary or None,
-                                **keras_args(cfg.tensorboard)))
+                                hparams=hparams, **keras_args(cfg.tensorboard)))
     return made

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,14 +36,47 @@ class History(Callback):
         self.history = {k: list(v) for k, v in state["history"].items()}
 
 
+SEPARATOR = " - "
+
+
+def log_items(logs: Logs) -> list[str]:
+    """`["loss: 0.6931", ...]`: Keras's names, numbers to 4 significant digits."""
+    return [f"{key}: {value:.4g}" for key, value in logs.items()]
+
+
 def format_logs(logs: Logs) -> str:
-    return " - ".join(f"{k}: {v:.4g}" for k, v in logs.items())
+    return SEPARATOR.join(log_items(logs))
+
+
+def fit_lines(items: list[str], width: int) -> list[str]:
+    """`items` joined by " - " in lines of at most `width` characters, broken only between
+    items. When one line is not enough, the validation items (`val_*`) start a line of their
+    own, so that the last line shows val_loss and val_accuracy side by side."""
+    if len(SEPARATOR.join(items)) <= width:
+        return [SEPARATOR.join(items)] if items else []
+    first_val = next((i for i, item in enumerate(items) if item.startswith("val_")), len(items))
+    lines: list[str] = []
+    for group in (items[:first_val], items[first_val:]):
+        line = ""
+        for item in group:
+            if line and len(line) + len(SEPARATOR) + len(item) > width:
+                lines.append(line)
+                line = item
+            else:
+                line = f"{line}{SEPARATOR}{item}" if line else item
+        if line:
+            lines.append(line)
+    return lines
 
 
 class ProgbarLogger(Callback):
     """Keras `verbose=1` (a bar per epoch with running loss/accuracy) or `verbose=2` (a line
     per epoch). The bar advances every batch; its numbers refresh every `update_every`
-    batches, because each refresh reads the metrics back from the device."""
+    batches, because each refresh reads the metrics back from the device.
+
+    An epoch's final numbers are printed to stdout (after its bar, with verbose=1) in lines
+    that fit the terminal (`COLUMNS`, else 80 when it is not a terminal); where one line is too
+    narrow, the validation numbers get the last line to themselves."""
 
     def __init__(self, verbose: int = 1, update_every: int = 10):
         self.verbose = verbose
@@ -53,7 +87,9 @@ class ProgbarLogger(Callback):
         if self.verbose == 1:
             total = self.loop.steps_per_epoch
             desc = f"Epoch {epoch + 1}/{self.loop.epochs}"
-            self._bar = tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True)
+            width = _columns()
+            self._bar = tqdm(total=total, desc=desc, unit="step", leave=True, ncols=width,
+                             dynamic_ncols=width is None)
             self._bar.update(self.loop.step_in_epoch)
 
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
@@ -63,12 +99,24 @@ class ProgbarLogger(Callback):
                 self._bar.set_postfix_str(format_logs(logs), refresh=False)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        items = log_items(logs or {})
         if self._bar is not None:
-            self._bar.set_postfix_str(format_logs(logs or {}))
+            self._bar.set_postfix_str("", refresh=False)  # the bar keeps count and time
             self._bar.close()
             self._bar = None
         elif self.verbose == 2:
-            print(f"Epoch {epoch + 1}/{self.loop.epochs} - {format_logs(logs or {})}", flush=True)
+            items = [f"Epoch {epoch + 1}/{self.loop.epochs}", *items]
+        else:
+            return
+        for line in fit_lines(items, shutil.get_terminal_size().columns):
+            print(line, flush=True)
+
+
+def _columns() -> int | None:
+    """`COLUMNS` when set (this tqdm reads only the terminal's size); else None: the bar
+    follows the terminal, or in a notebook keeps its widget's width (an int there is pixels)."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else None
 
 
 class CSVLogger(Callback):

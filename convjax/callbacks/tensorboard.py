@@ -1,15 +1,23 @@
 """TensorBoard: Keras's event layout, written with tensorboardX's summaries and event writer.
 
-I/O (event files), with pure helpers to turn weights into images and a text summary.
+I/O (event files and profiler traces); what is written is computed in `tensorboard_content`.
 Layout as Keras: `<log_dir>/train` and `<log_dir>/validation` runs; `epoch_<metric>` scalars
 at step `epoch`; `batch_<metric>` at the global batch (1-based) every `update_freq` batches;
 `evaluation_<metric>_vs_iterations` after each validation; `<layer>/<weight>/histogram`
-(and `/image`) every `histogram_freq` epochs; the model structure as a text summary.
+(and `/image`) every `histogram_freq` epochs; the model structure as a text summary; profiler
+traces of the `profile_batch` batches under `train/plugins/profile/` (jax.profiler).
+
+Hyperparameters (convjax's `hparams=`, for TensorBoard's HPARAMS tab) make `<log_dir>` itself a
+run: the session's start (the flattened hparams, from tensorboardX's `summary.hparams`, as
+`add_hparams` writes them) when training begins, `hparam/<metric>` scalars at each epoch end
+(the tab shows the latest: the final metrics once training ends), the session's end status
+when it ends. The tab finds the `train/` and `validation/` curves below the session too.
 
 Files are written synchronously (tensorboardX's `SummaryWriter` queues events for a thread,
 so its files have no known length at a given moment). A backup records each file's length;
 a resumed run cuts the files back to it, which purges every event written after the backup
-(scalars, histograms and images alike, whatever their step units), then appends.
+(scalars, histograms and images alike, whatever their step units), then appends; a resumed
+run does not write the model summary or the hparams session start again.
 """
 
 from __future__ import annotations
@@ -30,42 +38,16 @@ from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2
 
 from convjax.callbacks.base import Callback, Logs
-from convjax.models.summary import count_params
+from convjax.callbacks.tensorboard_content import (
+    flatten_hparams,
+    named_leaves,
+    params_table,
+    profile_range,
+    weight_image,
+)
 
 RUNS = ("train", "validation")
-
-
-def named_leaves(tree: Any) -> list[tuple[str, Any]]:
-    """("conv0_0/kernel", leaf) for each leaf, with Flax's module paths."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [("/".join(str(getattr(k, "key", k)) for k in path), leaf) for path, leaf in flat]
-
-
-def params_table(params: Any) -> str:
-    """A text summary of the weights (path, shape, count) for when no model summary is given.
-    Reads only shapes, so device arrays are not copied to the host."""
-    rows = [f"{name:<40}{str(value.shape):<20}{int(np.prod(value.shape)):>12,}"
-            for name, value in named_leaves(params)]
-    header = f"{'Weight':<40}{'Shape':<20}{'Param #':>12}"
-    return "\n".join([header, *rows, f"Total params: {count_params(params):,}"])
-
-
-def weight_image(weight: np.ndarray) -> np.ndarray:
-    """A (H, W) image in [0, 1] of a weight: a bias as one row, a dense kernel with its longer
-    side across, a conv kernel (kh, kw, cin, cout) as a grid with one (kh, kw) tile per input
-    channel (rows) and filter (columns). Keras skips conv kernels unless they have 1, 3 or 4
-    filters."""
-    w = np.asarray(weight, np.float32)
-    if w.ndim <= 1:
-        image = w.reshape(1, -1)
-    elif w.ndim == 2:
-        image = w.T if w.shape[0] > w.shape[1] else w
-    else:
-        kh, kw = w.shape[0], w.shape[1]
-        tiles = w.reshape(kh, kw, -1, w.shape[-1])  # (kh, kw, cin, cout)
-        image = tiles.transpose(2, 0, 3, 1).reshape(tiles.shape[2] * kh, tiles.shape[3] * kw)
-    low, high = float(image.min()), float(image.max())
-    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+SESSION_RUN = "."  # the log dir itself: the hparams session, with train/ and validation/ below
 
 
 class _EventFile:
@@ -87,10 +69,17 @@ class _EventFile:
 
 
 class TensorBoard(Callback):
-    """Keras's `TensorBoard` callback (profiling and embeddings are not supported).
+    """Keras's `TensorBoard` callback (embeddings are not supported).
 
-    `model_summary` (convjax only): the text to show for `write_graph`, e.g.
-    `convjax.models.summary.summary(model, (32, 32, 3))`; by default a table of the weights.
+    `profile_batch`: N traces the N-th batch of training, (start, stop) batches start to stop
+    (counted from 1 across epochs, as Keras); each trace starts and ends with a wait for the
+    device (only around the profiled batches), so it holds just those steps. Skip the first
+    batch, which holds the compilation.
+
+    convjax only: `model_summary`, the text to show for `write_graph`, e.g.
+    `convjax.models.summary.summary(model, (32, 32, 3))` (by default a table of the weights);
+    `hparams`, a (nested) dict of the run's hyperparameters for the HPARAMS tab, e.g.
+    `convjax.config.config_to_dict(cfg)`, flattened by `flatten_hparams`.
     """
 
     def __init__(
@@ -101,14 +90,14 @@ class TensorBoard(Callback):
         write_images: bool = False,
         write_steps_per_second: bool = False,
         update_freq: str | int = "epoch",
-        profile_batch: int = 0,
+        profile_batch: int | tuple[int, int] = 0,
         embeddings_freq: int = 0,
         embeddings_metadata: Any = None,
         model_summary: str | None = None,
+        hparams: dict[str, Any] | None = None,
     ):
-        if profile_batch or embeddings_freq or embeddings_metadata:
-            warnings.warn("TensorBoard: profile_batch and embeddings are not supported; "
-                          "use jax.profiler for traces", stacklevel=2)
+        if embeddings_freq or embeddings_metadata:
+            warnings.warn("TensorBoard: embeddings are not supported", stacklevel=2)
         update_freq = 1 if update_freq == "batch" else update_freq
         if update_freq != "epoch" and (not isinstance(update_freq, int) or update_freq <= 0):
             raise ValueError(f"update_freq must be 'epoch', 'batch' or a positive int, "
@@ -120,6 +109,10 @@ class TensorBoard(Callback):
         self.write_steps_per_second = write_steps_per_second
         self.update_freq = update_freq
         self.model_summary = model_summary
+        self.profile_batch = profile_range(profile_batch)
+        self.hparams = None if hparams is None else flatten_hparams(hparams)
+        self._tracing = False
+        self._profiled = False  # the trace of this training was started (or failed to start)
         self._files: dict[str, _EventFile] = {}
         self._run_id = ""  # names this training's files, to tell them from other runs'
         self._files_opened = 0
@@ -136,7 +129,7 @@ class TensorBoard(Callback):
 
     def _run_files(self) -> list[Path]:
         pattern = re.compile(rf"\.{self._run_id}\.\d+$")
-        return [path for run in RUNS if (self.log_dir / run).is_dir()
+        return [path for run in (SESSION_RUN, *RUNS) if (self.log_dir / run).is_dir()
                 for path in sorted((self.log_dir / run).iterdir()) if pattern.search(path.name)]
 
     def _close(self) -> None:
@@ -153,12 +146,21 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self._close()
+        if self._tracing:  # left running by a training of this callback that raised
+            self._stop_trace()
+        self._profiled = False
         self._run_id, self._files_opened = secrets.token_hex(4), 0
-        if self.write_graph and not self.loop.resumed:  # a resumed run has it already
+        if self.loop.resumed:  # the files from before the backup have the summary and hparams
+            return
+        if self.write_graph:
             text = self.model_summary or params_table(self.loop.state.params)
             indented = "\n".join("    " + line for line in text.splitlines())  # markdown code
             self._file("train").write(summary.text("model_summary", indented), 0)
             self._file("train").flush()
+        if self.hparams is not None:
+            _, session_start, _ = summary.hparams(self.hparams, {})
+            self._file(SESSION_RUN).write(session_start, 0)
+            self._file(SESSION_RUN).flush()
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         self._clock["epoch"] = (time.perf_counter(), self.loop.global_batch)
@@ -167,7 +169,35 @@ class TensorBoard(Callback):
     def wants_batch_logs(self, batch: int) -> bool:
         return self.update_freq != "epoch" and self.loop.global_batch % self.update_freq == 0
 
+    # --- profiler --------------------------------------------------------------------------
+
+    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        start, stop = self.profile_batch
+        if not self._profiled and start <= self.loop.global_batch + 1 <= stop:
+            self._start_trace()
+
+    def _start_trace(self) -> None:
+        self._profiled = True
+        jax.block_until_ready(self.loop.state)  # the steps before the first profiled one
+        try:
+            jax.profiler.start_trace(self.log_dir / "train")
+            self._tracing = True
+        except Exception as err:  # e.g. another trace is running: not worth a crash
+            warnings.warn(f"TensorBoard: the profiler did not start: {err}", stacklevel=2)
+
+    def _stop_trace(self) -> None:
+        jax.block_until_ready(self.loop.state)  # the last profiled step's work is in the trace
+        self._tracing = False
+        try:
+            jax.profiler.stop_trace()  # writes train/plugins/profile/<time>/<host>.xplane.pb
+        except Exception as err:  # e.g. stopped by someone else
+            warnings.warn(f"TensorBoard: the profiler did not stop: {err}", stacklevel=2)
+
+    # --- scalars, histograms, images -------------------------------------------------------
+
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        if self._tracing and self.loop.global_batch >= self.profile_batch[1]:
+            self._stop_trace()
         if not logs or not self.wants_batch_logs(batch):
             return
         step = self.loop.global_batch
@@ -197,6 +227,8 @@ class TensorBoard(Callback):
         self._scalars("validation", val, "epoch_", epoch)
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             self._log_weights(epoch)
+        if self.hparams is not None:  # the HPARAMS tab shows each metric's latest value
+            self._scalars(SESSION_RUN, logs, "hparam/", epoch)
         for file in self._files.values():
             file.flush()
 
@@ -212,6 +244,11 @@ class TensorBoard(Callback):
                 self._file("train").write(image, epoch)
 
     def on_train_end(self, logs: Logs | None = None) -> None:
+        if self._tracing:  # training ended inside the profiled range
+            self._stop_trace()
+        if self.hparams is not None:
+            _, _, session_end = summary.hparams({}, {})  # status: success
+            self._file(SESSION_RUN).write(session_end, self.loop.epoch)
         self._close()
 
     # --- resume ----------------------------------------------------------------------------
