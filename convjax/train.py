@@ -35,7 +35,7 @@ from convjax.cache import cache_root
 from convjax.callbacks import BackupOptions, Callback
 from convjax.callbacks.from_config import make_callbacks
 from convjax.callbacks.timing import RunTimer
-from convjax.config import Config
+from convjax.config import Config, config_to_dict
 from convjax.data.arrays import ArraySource
 from convjax.data.batch_sources import make_batch_source
 from convjax.data.batches import BatchSource
@@ -149,7 +149,8 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
               f"images of shape {train.image_shape}, {num_classes} classes, on "
               f"{jax.device_count()} device(s)", flush=True)
     timer = RunTimer()
-    callbacks = [*make_callbacks(cfg.callbacks, run.workdir, model_summary=model_text),
+    callbacks = [*make_callbacks(cfg.callbacks, run.workdir, model_summary=model_text,
+                                hparams=config_to_dict(cfg)),
                  *extra_callbacks, timer]
     backup = BackupOptions(run.backup_dir, every_steps=cfg.train.backup_every_steps, keep=2)
     with stop_on_signals() as (interrupt, received):
