@@ -116,3 +116,29 @@ def test_cli_smoke_on_image_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test accuracy" in proc.stdout and "Epoch 1/1" in proc.stdout
     assert json.loads((tmp_path / "run" / "results.json").read_text())["epochs_run"] == 1
+
+
+def test_a_full_disk_at_the_end_loses_no_result(tmp_path, monkeypatch, capsys):
+    import errno
+    import warnings
+
+    from convjax import checkpoint
+
+    def full_disk(directory, state, meta):
+        # As Orbax would: a temporary directory is created, then the write fails.
+        (directory / "6.orbax-checkpoint-tmp-1234").mkdir(parents=True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_state", full_disk)
+    data = _tiny_dataset(tmp_path / "data")
+    cfg = _tiny_config(data, tmp_path / "cache")
+    cfg = cfg.__class__(**{**cfg.__dict__, "train": cfg.train.__class__(
+        **{**cfg.train.__dict__, "verbose": 1})})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = train_and_evaluate(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test_accuracy"] == results["test_accuracy"]
+    assert f"test accuracy {results['test_accuracy']:.4f}" in capsys.readouterr().out
+    assert list((tmp_path / "run" / "final").iterdir()) == []  # no temporary left behind
+    assert any("could not be saved" in str(w.message) for w in caught)
