@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from convjax.config import ModelConfig
-from convjax.models import CNN, count_params, l2_penalty, layer_table, summary
+from convjax.losses import l2_penalty
+from convjax.models import CNN, count_params, layer_table, summary
 from convjax.models.layers import extract_patches, pool2x2
 
 # The course's Keras tables. Update only if the course's models change.

@@ -1,6 +1,6 @@
 """Flax models: the course CNN and its layers, a Keras-style summary, pretrained backbones."""
 
-from convjax.models.cnn import CNN, l2_penalty
+from convjax.models.cnn import CNN
 from convjax.models.summary import count_params, layer_table, summary
 
-__all__ = ["CNN", "count_params", "l2_penalty", "layer_table", "summary"]
+__all__ = ["CNN", "count_params", "layer_table", "summary"]

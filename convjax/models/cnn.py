@@ -20,7 +20,6 @@ from typing import ClassVar, Literal
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from convjax.config_fields import check_fields, require
 from convjax.models.layers import Conv2D, pool2x2
@@ -95,14 +94,3 @@ class CNN(nn.Module):
             if cfg.dense_dropout > 0:
                 x = nn.Dropout(cfg.dense_dropout, deterministic=not train)(x)
         return nn.Dense(cfg.num_classes, name="logits")(x)
-
-
-def l2_penalty(params) -> jax.Array:
-    """Sum of squared kernels (not biases, not BN scales), as Keras `kernel_regularizer=l2`."""
-    leaves = jax.tree_util.tree_leaves_with_path(params)
-    squares = [
-        jnp.sum(jnp.square(leaf))
-        for path, leaf in leaves
-        if getattr(path[-1], "key", None) == "kernel"
-    ]
-    return sum(squares, jnp.zeros((), jnp.float32))
