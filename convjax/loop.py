@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convjax import checkpoint
-from convjax.callbacks.backup import BackupAndRestore, BackupOptions
+from convjax.backups import Backups, backup_options
+from convjax.callbacks.backup import BackupOptions
 from convjax.callbacks.base import (
     Callback,
     CallbackList,
@@ -150,7 +150,7 @@ class _Loop:
     steps: Steps
     mesh: Any
     callbacks: CallbackList
-    backup: _Backups | None
+    backup: Backups | None
     interrupt: threading.Event | None
 
     def epoch(self) -> Logs:
@@ -208,61 +208,6 @@ class _Loop:
         return {f"val_{k}": v for k, v in logs.items()}
 
 
-class _Backups:
-    """Saving and restoring `checkpoint.Backup`s for `fit` (Orbax, one numbered step each)."""
-
-    def __init__(self, options: BackupOptions, mesh):
-        self.options, self.mesh = options, mesh
-        checkpoint.discard_deleted_backups(options.directory)
-        self.manager = checkpoint.make_manager(options.directory, max_to_keep=options.keep)
-        latest = self.manager.latest_step()
-        self.next_index = 0 if latest is None else latest + 1
-
-    def restore(self, run: _Run) -> dict | None:
-        """Restores the newest readable backup into `run`; returns the callbacks' states."""
-        found = checkpoint.restore_latest_backup(self.manager, like=run.state)
-        if found is None:
-            return None
-        _, backup = found
-        run.state = backup.state
-        run.sums = place_replicated(
-            {k: jnp.asarray(v, jnp.float32) for k, v in backup.sums.items()}, self.mesh)
-        run.epoch, run.step_in_epoch = backup.epoch, backup.step_in_epoch
-        run.stop_training, run.resumed = backup.stop_training, True
-        return backup.callback_states
-
-    def due(self, run: _Run) -> bool:
-        every = self.options.every_steps
-        global_step = run.epoch * run.steps_per_epoch + run.step_in_epoch
-        return bool(self.options.save and every and global_step % every == 0)
-
-    def save(self, run: _Run, cbs: CallbackList, epoch_done: bool) -> None:
-        if not self.options.save:
-            return
-        if epoch_done:
-            position = (run.epoch + 1, 0, place_replicated(zero_sums(), self.mesh))
-        else:
-            sums = run.sums if run.sums is not None else zero_sums()
-            position = (run.epoch, run.step_in_epoch, sums)
-        backup = checkpoint.Backup(run.state, *position, run.stop_training, cbs.state_dicts())
-        checkpoint.save_backup(self.manager, self.next_index, backup)
-        self.next_index += 1
-
-    def finish(self) -> None:
-        self.manager.close()
-        if self.options.delete_on_finish:
-            checkpoint.delete_backups(self.options.directory)
-
-
-def _backup_options(callbacks: Sequence[Callback],
-                    backup: BackupOptions | None) -> BackupOptions | None:
-    """`fit(backup=...)`, or Keras's way of asking: a BackupAndRestore callback."""
-    asked = [cb for cb in callbacks if isinstance(cb, BackupAndRestore)]
-    if len(asked) > 1 or (asked and backup is not None):
-        raise ValueError("ask for one backup: fit(backup=...) or one BackupAndRestore")
-    return asked[0].options if asked else backup
-
-
 def fit(
     state: TrainState,
     train: BatchSource,
@@ -292,8 +237,8 @@ def fit(
     progress = [ProgbarLogger(verbose)] if verbose else []  # Keras: progbar first, History last
     cbs = CallbackList([*progress, *callbacks, history], view,
                        lambda: [_apply(run, r) for r in view.take_requests()])
-    options = _backup_options(callbacks, backup)
-    backups = _Backups(options, mesh) if options is not None else None
+    options = backup_options(callbacks, backup)
+    backups = Backups(options, mesh) if options is not None else None
     loop = _Loop(run, train, validation, steps, mesh, cbs, backups, interrupt)
     saved_states = backups.restore(run) if backups is not None else None
     if saved_states is not None and verbose:

@@ -86,8 +86,9 @@ def test_batch_logs_only_when_asked_and_one_step_late():
 
 
 def test_fit_makes_no_implicit_transfer():
-    # Every host<->device copy in the loop is an explicit device_put/device_get; an implicit
-    # one (a Python number turned into an array, an array read with float()) would raise.
+    # Every host-to-device copy in the loop is an explicit device_put; an implicit one (numpy
+    # sums or a Python number handed to the jitted step) raises. (On the CPU backend JAX
+    # does not guard device-to-host reads, so those are checked by reading the code.)
     tiny_parts(), tiny_data()  # setup (initialising the model) is not the loop
     with jax.transfer_guard("disallow"):
         _, history = tiny_fit([Recorder(batch_logs_every=2)], epochs=2)
