@@ -53,7 +53,7 @@ def test_im2col_conv_is_the_same_function(padding, kernel):
     x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
     base = ModelConfig(conv_filters=(5,), convs_per_block=1, kernel_size=kernel,
                        padding=padding, pool="none", dropout=0.0, dense=(),
-                       num_classes=10)
+                       num_classes=10, conv_impl="xla")  # not "auto": im2col on CPU
     fast = base.__class__(**{**base.__dict__, "conv_impl": "im2col"})
     variables = CNN(base).init(jax.random.key(1), x)
     # One parameter tree serves both implementations.
