@@ -48,7 +48,7 @@ def accumulate(sums: Sums, metrics: dict[str, jax.Array]) -> Sums:
 
 def top_k_hits(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     """1.0 where the label's logit is among the k largest: fewer than k logits exceed it
-    (Keras's `in_top_k`, so ties count as hits and a NaN logit never does)."""
+    (Keras's `in_top_k`: ties count as hits, a NaN at the label ranks last)."""
     at_label = jnp.take_along_axis(logits, labels[:, None], axis=-1)
     at_label = jnp.where(jnp.isnan(at_label), -jnp.inf, at_label)
     return (jnp.sum(logits > at_label, axis=-1) < k).astype(jnp.float32)
