@@ -184,7 +184,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
         "train_eval_loss": train_logs["loss"], "train_eval_accuracy": train_logs["accuracy"],
         "class_names": list(test.class_names),
         **confusion_report(test_sums["confusion"], prefix="test_"),
-        "class_weights": class_weights,
+        "class_weights": steps.config.class_weights,  # what the train step weighted by
         "resolved_impls": {"backend": jax.default_backend(), **resolved_impls(model.cfg)},
         "history": history.history, "epochs_run": len(history.epoch),
         "resumed": run.status == "unfinished", "load_seconds": round(load_s, 1),
