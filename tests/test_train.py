@@ -60,6 +60,8 @@ def test_the_class_count_comes_from_the_data(tmp_path):
 
     root = tmp_path / "data"
     write_image_folder(root / "train", per_class=4, classes=("a", "b", "c"))
+    for extra in sorted((root / "train" / "a").iterdir())[:2]:
+        extra.unlink()  # unbalanced training labels (2, 4, 4); the test split is balanced
     write_image_folder(root / "test", per_class=2, classes=("a", "b", "c"))
     cfg = _tiny_config(root, tmp_path / "cache")
     with pytest.raises(ValueError, match="num_classes=2 but the data has 3 classes"):
@@ -78,6 +80,7 @@ def test_the_class_count_comes_from_the_data(tmp_path):
     # "balanced" from the training split's labels; top-2 of 3 classes is counted.
     train, _, _ = load_splits(cfg.data, cfg.train.seed)
     assert results["class_weights"] == pytest.approx(balanced_class_weights(train.labels, 3))
+    assert len(set(results["class_weights"])) > 1  # not the test split's (1.0, 1.0, 1.0)
     assert "val_top_k_accuracy" in results["history"] and 0 <= results["test_top_k_accuracy"] <= 1
 
 
