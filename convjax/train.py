@@ -182,7 +182,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
         "config": dataclasses.asdict(cfg),
         **{f"test_{k}": v for k, v in host_logs(test_sums).items()},
         "train_eval_loss": train_logs["loss"], "train_eval_accuracy": train_logs["accuracy"],
-        "class_names": list(test.class_names),
+        "class_names": list(train.class_names),  # the confusion matrix's row and column order
         **confusion_report(test_sums["confusion"], prefix="test_"),
         "class_weights": steps.config.class_weights,  # what the train step weighted by
         "resolved_impls": {"backend": jax.default_backend(), **resolved_impls(model.cfg)},
