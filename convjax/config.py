@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 from convjax.augment.config import AugmentConfig
 from convjax.callbacks_config import CallbacksConfig
+from convjax.class_weights import parse_class_weight
 from convjax.config_fields import (
     ConfigError,
     check_fields,
@@ -52,6 +53,10 @@ class TrainConfig:
     # ~1 step/s for the course CNN at batch 128 on 2 CPU cores: a backup every few minutes.
     backup_every_steps: int = 200  # also back up the run every N steps; 0 = at epoch ends only
     compilation_cache: bool = True  # persistent JAX compilation cache in $CONVJAX_CACHE/jax
+    # Keras fit(class_weight=...); "balanced" is n / (k * count_c) from the training labels,
+    # a mapping gives class index: weight (others 1.0). Weights the training loss only.
+    class_weight: str = ""  # "" none, "balanced", or "{0: 1.0, 1: 2.0}"
+    top_k: int = 5  # also report top-k accuracy at evaluation if there are > k classes; 0 = off
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -61,6 +66,11 @@ class TrainConfig:
         require(self.eval_batch_size >= 1, self, "eval_batch_size", ">= 1")
         require(0 <= self.ema_momentum < 1, self, "ema_momentum", "in [0, 1) (0: no EMA)")
         require(self.backup_every_steps >= 0, self, "backup_every_steps", ">= 0")
+        require(self.top_k >= 0, self, "top_k", ">= 0 (0: off)")
+        try:
+            parse_class_weight(self.class_weight)
+        except ValueError as err:
+            raise ConfigError("train.class_weight", str(err)) from None
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from convjax.callbacks.base import (
 )
 from convjax.callbacks.recorders import History, ProgbarLogger
 from convjax.data.batches import BatchSource
-from convjax.metrics import Logs, Sums, host_logs, sums_to_logs, zero_sums
+from convjax.metrics import Logs, Sums, host_logs, zero_sums
 from convjax.optim import learning_rate, lr_scale, with_lr_scale
 from convjax.sharding import batch_sharded, make_mesh, place_replicated
 from convjax.steps import Steps
@@ -109,14 +109,21 @@ def _with_params(state: TrainState, params: Any, batch_stats: Any) -> TrainState
 # --- Evaluation and prediction ----------------------------------------------------------
 
 
-def evaluate(params: Any, batch_stats: Any, data: BatchSource, steps: Steps,
-             mesh=None) -> Logs:
-    """Loss and accuracy over every example of `data` (the padded last batch masked out).
-    Compiled once per `steps`, however often it is called."""
-    sums = place_replicated(zero_sums(), mesh or make_mesh())
+def evaluate_sums(params: Any, batch_stats: Any, data: BatchSource, steps: Steps,
+                  mesh=None) -> dict[str, np.ndarray]:
+    """The evaluation sums over every example of `data` (the padded last batch masked out),
+    on the host: loss, accuracy, and top-k hits and the confusion matrix when `steps` counts
+    them. Compiled once per `steps`, however often it is called."""
+    sums = place_replicated(steps.zero_eval_sums(), mesh or make_mesh())
     for batch in data.eval_batches():
         sums = steps.eval(params, batch_stats, sums, batch)
-    return sums_to_logs(sums)
+    return jax.device_get(sums)
+
+
+def evaluate(params: Any, batch_stats: Any, data: BatchSource, steps: Steps,
+             mesh=None) -> Logs:
+    """Keras-style logs (loss, accuracy, top_k_accuracy if counted) over all of `data`."""
+    return host_logs(evaluate_sums(params, batch_stats, data, steps, mesh))
 
 
 def predict(params: Any, batch_stats: Any, images: np.ndarray, steps: Steps,

@@ -6,6 +6,12 @@ Pure. Keras 3 logs `loss` = mean cross-entropy + the regularisation penalty (e.g
 Per batch Keras weights each batch's loss by its size, so the epoch's logged loss is
 sum_b n_b * (mean_ce_b + penalty_b) / sum_b n_b; `classification_sums` returns the numerator
 terms so that batches, devices and hosts add up exactly.
+
+Sample (class) weights, as Keras applies them: each example's cross-entropy is multiplied by its
+weight and the batch's sum still divided by the number of examples (Keras's default
+"sum_over_batch_size" reduction), so the logged loss and the gradient are the weighted sum over
+n. Accuracy stays unweighted: Keras weights only `compile(weighted_metrics=...)`, and the
+course compiles `metrics=["accuracy"]`.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ def l2_penalty(params: Any) -> jax.Array:
 
 
 def classification_sums(
-    logits: jax.Array, labels: jax.Array, weights: jax.Array, penalty: jax.Array | float = 0.0
+    logits: jax.Array, labels: jax.Array, weights: jax.Array, penalty: jax.Array | float = 0.0,
+    sample_weights: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """Per-batch sums: `loss_sum` (cross-entropy + penalty per example, as Keras logs it),
-    `correct` and `count` (the weights: 0 for padding)."""
+    """Per-batch sums: `loss_sum` (cross-entropy, times `sample_weights` if given, + penalty
+    per example, as Keras logs it), `correct` and `count` (the `weights`: 0 for padding)."""
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    if sample_weights is not None:
+        losses = losses * sample_weights.astype(jnp.float32)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     count = jnp.sum(weights)
     return {

@@ -7,6 +7,12 @@ value it used in the optimizer state, and `scale_by_lr_scale` multiplies the upd
 LearningRateScheduler) change `lr_scale` between steps, never the compiled function, and the
 rate an update trained with is `schedule(step) * lr_scale`, read back from the state with
 `optax.tree_utils` (`learning_rate`).
+
+Keras's gradient knobs, with its semantics: `clipnorm` clips each weight's gradient to that L2
+norm on its own, `global_clipnorm` all of them jointly (at most one of the two, as Keras
+requires); `gradient_accumulation_steps` (optax.MultiSteps) updates every k batches with the
+mean of their gradients, clipped after averaging, and the schedule keeps counting batches, as
+Keras's does ("learning rate schedules look at the real iterations").
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ class OptimConfig:
     decay_rate: float = 0.9  # exponential: multiply the rate by this every epoch
     boundaries: tuple[float, ...] = ()  # piecewise: epochs at which the rate changes
     scales: tuple[float, ...] = ()  # piecewise: multiply the rate by these at the boundaries
+    clipnorm: float = 0.0  # Keras clipnorm: clip each weight's gradient to this L2 norm; 0 = off
+    global_clipnorm: float = 0.0  # Keras global_clipnorm: clip all gradients jointly; 0 = off
+    # A batch N times larger at the same memory; the schedule still counts batches (Keras).
+    gradient_accumulation_steps: int = 1  # update every N batches with their mean gradient
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -52,9 +62,12 @@ class OptimConfig:
             self.boundaries, default=0) >= 0, self, "boundaries", "ascending epochs >= 0")
         require(len(self.scales) == len(self.boundaries), self, "scales",
                 f"the same length as optim.boundaries ({len(self.boundaries)})")
-
-
-
+        require(self.clipnorm >= 0, self, "clipnorm", ">= 0 (0: off)")
+        require(self.global_clipnorm >= 0, self, "global_clipnorm", ">= 0 (0: off)")
+        require(not (self.clipnorm and self.global_clipnorm), self, "clipnorm",
+                "0 when optim.global_clipnorm is set (Keras allows only one of them)")
+        require(self.gradient_accumulation_steps >= 1, self, "gradient_accumulation_steps",
+                ">= 1 (1: no accumulation)")
 
 
 def make_schedule(cfg: OptimConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
@@ -105,20 +118,53 @@ def scale_by_lr_scale() -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+def clip_by_norm_per_leaf(max_norm: float) -> optax.GradientTransformation:
+    """Keras's `clipnorm`: each leaf (weight) g becomes g * max_norm / max(|g|, max_norm).
+    (`optax.clip` clips values, not norms; `clip_by_global_norm` takes one joint norm.)"""
+
+    def clip(g: jax.Array) -> jax.Array:
+        norm = jnp.sqrt(jnp.sum(jnp.square(g)))
+        return g * (max_norm / jnp.maximum(norm, max_norm)).astype(g.dtype)
+
+    return optax.stateless(lambda updates, params: jax.tree.map(clip, updates))
+
+
+def _clipping(cfg: OptimConfig) -> list[optax.GradientTransformation]:
+    if cfg.clipnorm:
+        return [clip_by_norm_per_leaf(cfg.clipnorm)]
+    if cfg.global_clipnorm:
+        return [optax.clip_by_global_norm(cfg.global_clipnorm)]
+    return []
+
+
+def per_update(schedule: Schedule, every: int) -> Schedule:
+    """`schedule`, a function of the batch, as a function of the update count when each
+    update comes every `every` batches: update n uses the rate of its window's last batch,
+    n*every + every - 1, the batch counter Keras's schedule reads when it updates."""
+    return lambda count: schedule(count * every + every - 1)
+
+
 def make_optimizer(cfg: OptimConfig, schedule: Schedule) -> optax.GradientTransformation:
-    """The base optimizer driven by `schedule`, then `scale_by_lr_scale`."""
+    """Clipping (if any), the base optimizer driven by `schedule`, then `scale_by_lr_scale`;
+    all inside `optax.MultiSteps` when gradients are accumulated."""
+    every = cfg.gradient_accumulation_steps
+    if every > 1:
+        schedule = per_update(schedule, every)
+    tx = optax.chain(*_clipping(cfg), _base_optimizer(cfg, schedule), scale_by_lr_scale())
+    return optax.MultiSteps(tx, every).gradient_transformation() if every > 1 else tx
+
+
+def _base_optimizer(cfg: OptimConfig, schedule: Schedule) -> optax.GradientTransformation:
     if cfg.name == "sgd":
-        base = optax.inject_hyperparams(optax.sgd)(
+        return optax.inject_hyperparams(optax.sgd)(
             learning_rate=schedule, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    elif cfg.name == "adam":
+    if cfg.name == "adam":
         # Keras's Adam epsilon is 1e-7 (Optax's default 1e-8); keep Keras's for parity.
-        base = optax.inject_hyperparams(optax.adam)(learning_rate=schedule, eps=1e-7)
-    elif cfg.name == "adamw":
-        base = optax.inject_hyperparams(optax.adamw)(
+        return optax.inject_hyperparams(optax.adam)(learning_rate=schedule, eps=1e-7)
+    if cfg.name == "adamw":
+        return optax.inject_hyperparams(optax.adamw)(
             learning_rate=schedule, eps=1e-7, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optim.name {cfg.name!r}; choose sgd, adam or adamw")
-    return optax.chain(base, scale_by_lr_scale())
+    raise ValueError(f"unknown optim.name {cfg.name!r}; choose sgd, adam or adamw")
 
 
 def _is_array(path, value) -> bool:
@@ -131,7 +177,8 @@ def _is_array(path, value) -> bool:
 def learning_rate(opt_state: optax.OptState) -> jax.Array:
     """The rate the most recent update used: the schedule's value times `lr_scale` (before
     any update: the rate the first one will use). Works inside jit and through
-    `optax.multi_transform` (freezing), as long as one rate is injected."""
+    `optax.multi_transform` (freezing) and `optax.MultiSteps` (accumulation: between updates
+    it stays the last update's), as long as one rate is injected."""
     base = optax.tree_utils.tree_get(opt_state, "learning_rate", filtering=_is_array)
     if base is None:
         raise ValueError("the optimizer has no injected learning_rate: build it with "

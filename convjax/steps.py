@@ -8,6 +8,9 @@ The step functions are pure functions of pytrees. `train_step(state, batch)`:
 
 Metrics are sums and counts (`losses.classification_sums`) plus `nonfinite` and the
 `learning_rate` the update used, so the loop adds them up exactly over batches and devices.
+Class weights (Keras's `class_weight`) weight the training loss: each label looks its weight
+up in `StepConfig.class_weights`. Evaluation adds top-k hits and the confusion matrix when the
+configuration knows the number of classes (`metrics.py`).
 `make_steps` binds the configuration (model, optimizer, normalisation, augmentation) with
 `functools.partial`, never through the jitted signature, and returns a `Steps` holding the
 three compiled programs; `fit`, `evaluate` and `predict` take it, so building it once means
@@ -28,7 +31,7 @@ import optax
 
 from convjax.augment import AugmentConfig, augment_batch
 from convjax.losses import classification_sums, l2_penalty
-from convjax.metrics import Sums, accumulate
+from convjax.metrics import Sums, accumulate, confusion_counts, top_k_hits, zero_sums
 from convjax.normalize import RESCALE, Normalization
 from convjax.optim import learning_rate
 from convjax.train_state import TrainState
@@ -47,6 +50,9 @@ class StepConfig:
     augment: AugmentConfig | None = None
     l2: float = 0.0  # Keras kernel_regularizer=l2(l2) on every kernel
     ema_momentum: float = 0.0  # >0: state.ema_params tracks the params
+    class_weights: tuple[float, ...] | None = None  # training loss weight of each class
+    num_classes: int = 0  # >0: evaluation also counts the (C, C) confusion matrix
+    top_k: int = 0  # >0: evaluation also counts top-k hits
 
 
 def variables(params: Any, batch_stats: Any) -> dict:
@@ -71,7 +77,9 @@ def _loss_and_grads(cfg: StepConfig, state: TrainState, inputs: jax.Array, label
         )
         penalty = cfg.l2 * l2_penalty(params) if cfg.l2 else 0.0
         weights = jnp.ones(labels.shape[0], jnp.float32)
-        sums = classification_sums(logits, labels, weights, penalty)
+        sample_weights = (None if cfg.class_weights is None
+                          else jnp.asarray(cfg.class_weights, jnp.float32)[labels])
+        sums = classification_sums(logits, labels, weights, penalty, sample_weights)
         return sums["loss_sum"] / sums["count"], (sums, new_vars.get("batch_stats", {}))
 
     return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -110,13 +118,20 @@ def train_step(cfg: StepConfig, state: TrainState, batch: Batch) -> tuple[TrainS
 
 
 def eval_step(cfg: StepConfig, params: Any, batch_stats: Any, batch: Batch) -> Metrics:
-    """Loss/accuracy sums on one batch; `batch["mask"]` (0/1) excludes padding examples.
-    The loss includes the L2 penalty, as Keras's `val_loss` does."""
+    """Loss/accuracy sums on one batch (and top-k hits and confusion counts when configured);
+    `batch["mask"]` (0/1) excludes padding examples. The loss includes the L2 penalty, as
+    Keras's `val_loss` does, and no class weight (Keras's are for training only)."""
     logits = cfg.model.apply(variables(params, batch_stats), cfg.normalization(batch["image"]),
                              train=False)
+    labels = batch["label"]
     weights = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32)).astype(jnp.float32)
     penalty = cfg.l2 * l2_penalty(params) if cfg.l2 else 0.0
-    return classification_sums(logits, batch["label"], weights, penalty)
+    sums = classification_sums(logits, labels, weights, penalty)
+    if cfg.top_k:
+        sums["top_k_correct"] = jnp.sum(top_k_hits(logits, labels, cfg.top_k) * weights)
+    if cfg.num_classes:
+        sums["confusion"] = confusion_counts(logits, labels, weights, cfg.num_classes)
+    return sums
 
 
 def predict_step(cfg: StepConfig, params: Any, batch_stats: Any, images: jax.Array) -> jax.Array:
@@ -154,6 +169,10 @@ class Steps:
     eval: Callable[[Any, Any, Sums, Batch], Sums]
     predict: Callable[[Any, Any, jax.Array], jax.Array]
 
+    def zero_eval_sums(self) -> dict:
+        """Empty evaluation sums with the extra entries this configuration's `eval` fills."""
+        return zero_sums(self.config.num_classes, self.config.top_k)
+
 
 def make_steps(
     *,
@@ -163,14 +182,23 @@ def make_steps(
     augment: AugmentConfig | None = None,
     l2: float = 0.0,
     ema_momentum: float = 0.0,
+    class_weights: tuple[float, ...] | None = None,
+    num_classes: int = 0,
+    top_k: int = 0,
 ) -> Steps:
     """Binds the configuration and jits the steps once.
 
     `normalization` defaults to the course's rescale (1/255); `augment.rescale`, Keras's
-    `ImageDataGenerator(rescale=...)`, sets it instead, for training *and* evaluation."""
+    `ImageDataGenerator(rescale=...)`, sets it instead, for training *and* evaluation.
+    With `num_classes`, evaluation counts the confusion matrix, and top-k hits when there are
+    more than `top_k` classes (with fewer, every label is in the top k)."""
     normalization = _resolve_normalization(normalization, augment)
+    if class_weights is not None and num_classes and len(class_weights) != num_classes:
+        raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
     cfg = StepConfig(model=model, tx=tx, normalization=normalization, augment=augment, l2=l2,
-                     ema_momentum=ema_momentum)
+                     ema_momentum=ema_momentum,
+                     class_weights=None if class_weights is None else tuple(class_weights),
+                     num_classes=num_classes, top_k=top_k if num_classes > top_k else 0)
     return Steps(
         config=cfg,
         train=jax.jit(functools.partial(_train_and_accumulate, cfg), donate_argnums=(0,)),

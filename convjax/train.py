@@ -9,11 +9,13 @@ evaluates on the test split, prints and writes results.json (with provenance and
 without compilation or validation), and only then saves the final state, so a full disk at
 the end loses no result.
 
-Besides the test metrics, the results hold the training accuracy measured like the validation
-accuracy (inference mode: no dropout, no augmentation, final weights) on up to
-`TRAIN_EVAL_LIMIT` training images. The epoch's running `accuracy` is not that: it averages
-over weights that changed during the epoch, with dropout and augmentation on, so it understates
-how well the model fits its training data and hides overfitting.
+Besides the test metrics (loss, accuracy, top-k accuracy, the confusion matrix with per-class
+accuracy and macro precision, recall and F1), the class weights used and the layer
+formulations "auto" resolved to on this backend, the results hold the training accuracy
+measured like the validation accuracy (inference mode: no dropout, no augmentation, final
+weights) on up to `TRAIN_EVAL_LIMIT` training images. The epoch's running `accuracy` is not
+that: it averages over weights that changed during the epoch, with dropout and augmentation
+on, so it understates how well the model fits its training data and hides overfitting.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from convjax.cache import cache_root
 from convjax.callbacks import BackupOptions, Callback
 from convjax.callbacks.from_config import make_callbacks
 from convjax.callbacks.timing import RunTimer
+from convjax.class_weights import class_weight_vector
 from convjax.config import Config, config_to_dict
 from convjax.data.arrays import ArraySource
 from convjax.data.batch_sources import make_batch_source
 from convjax.data.batches import BatchSource
 from convjax.data.datasets import load_splits
-from convjax.loop import TrainingInterrupted, evaluate, fit
-from convjax.models.cnn import CNN
+from convjax.loop import TrainingInterrupted, evaluate_sums, fit
+from convjax.metrics import confusion_report, host_logs
+from convjax.models.cnn import CNN, resolve_model_impls, resolved_impls
 from convjax.models.summary import summary
 from convjax.optim import make_optimizer, make_schedule
 from convjax.provenance import provenance
@@ -74,15 +78,18 @@ def check_num_classes(configured: int, data_classes: int) -> int:
 
 
 def build(cfg: Config, image_shape: tuple[int, ...], steps_per_epoch: int,
-          num_classes: int) -> tuple[CNN, TrainState, Steps]:
-    """Model, initial state and the jitted steps; the optimizer owns the schedule."""
-    model = CNN(dataclasses.replace(cfg.model, num_classes=num_classes))
+          num_classes: int, class_weights: tuple[float, ...] | None = None
+          ) -> tuple[CNN, TrainState, Steps]:
+    """Model (its "auto" layer formulations resolved for this backend), initial state and the
+    jitted steps; the optimizer owns the schedule."""
+    model = CNN(resolve_model_impls(dataclasses.replace(cfg.model, num_classes=num_classes)))
     schedule = make_schedule(cfg.optim, steps_per_epoch, steps_per_epoch * cfg.train.epochs)
     tx = make_optimizer(cfg.optim, schedule)
     key = jax.random.key(cfg.train.seed)
     state = init_train_state(model, tx, key, image_shape, ema=cfg.train.ema_momentum > 0)
     steps = make_steps(model=model, tx=tx, augment=cfg.augment, l2=cfg.model.l2,
-                       ema_momentum=cfg.train.ema_momentum)
+                       ema_momentum=cfg.train.ema_momentum, class_weights=class_weights,
+                       num_classes=num_classes, top_k=cfg.train.top_k)
     return model, state, steps
 
 
@@ -140,8 +147,9 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
     mesh = make_mesh()
     train_batches, val_batches = _batch_sources(cfg, train, val, mesh)
     num_classes = check_num_classes(cfg.model.num_classes, len(train.class_names))
+    class_weights = class_weight_vector(cfg.train.class_weight, train.labels, num_classes)
     model, state, steps = build(cfg, train.image_shape, train_batches.steps_per_epoch,
-                                num_classes)
+                                num_classes, class_weights)
     model_text = summary(model, train.image_shape)
     if cfg.train.verbose:
         print(model_text, flush=True)
@@ -163,16 +171,21 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
             raise Interrupted(received[0], stopped, run.workdir) from None
     params = eval_params(state, use_ema=cfg.train.ema_momentum > 0)
 
-    def score(source: ArraySource) -> dict[str, float]:
+    def score(source: ArraySource) -> dict[str, Any]:
         batches = make_batch_source(source, batch_size=cfg.train.eval_batch_size, seed=0,
                                     mesh=mesh, shuffle=False)
-        return evaluate(params, state.batch_stats, batches, steps, mesh)
+        return evaluate_sums(params, state.batch_stats, batches, steps, mesh)
 
-    test_logs, train_logs = score(test), score(train.sample(TRAIN_EVAL_LIMIT, seed=0))
+    test_sums = score(test)
+    train_logs = host_logs(score(train.sample(TRAIN_EVAL_LIMIT, seed=0)))
     results = {
         "config": dataclasses.asdict(cfg),
-        "test_loss": test_logs["loss"], "test_accuracy": test_logs["accuracy"],
+        **{f"test_{k}": v for k, v in host_logs(test_sums).items()},
         "train_eval_loss": train_logs["loss"], "train_eval_accuracy": train_logs["accuracy"],
+        "class_names": list(train.class_names),  # the confusion matrix's row and column order
+        **confusion_report(test_sums["confusion"], prefix="test_"),
+        "class_weights": steps.config.class_weights,  # what the train step weighted by
+        "resolved_impls": {"backend": jax.default_backend(), **resolved_impls(model.cfg)},
         "history": history.history, "epochs_run": len(history.epoch),
         "resumed": run.status == "unfinished", "load_seconds": round(load_s, 1),
         **timer.summary(cfg.train.batch_size), "provenance": provenance(),

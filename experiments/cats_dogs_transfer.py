@@ -93,8 +93,7 @@ def features_mlp(bb, train, val, args) -> dict:
 
 def scratch_cnn(train, val, args) -> dict:
     cfg = ModelConfig(conv_filters=(16, 32, 64), convs_per_block=1, dropout=0.0,
-                      dense=(512,), dense_dropout=0.0, num_classes=2,
-                      conv_impl="im2col", pool_impl="reshape")
+                      dense=(512,), dense_dropout=0.0, num_classes=2)
     model, tx = CNN(cfg), adam(1e-3)
     state = init_train_state(model, tx, jax.random.key(0), train.image_shape)
     _, result = run_fit(model, state, tx, train, val, args.scratch_epochs, RESCALE)

@@ -22,9 +22,7 @@ from convjax.config import Config, DataConfig, ModelConfig, TrainConfig
 def config() -> Config:
     return Config(
         model=ModelConfig(conv_filters=(32, 64), convs_per_block=2, dropout=0.25,
-                          dense=(512,), dense_dropout=0.5,
-                          # Same function, faster on XLA:CPU (README, "Training speed").
-                          conv_impl="im2col", pool_impl="reshape"),
+                          dense=(512,), dense_dropout=0.5),
         data=DataConfig(source="tfds", name="cifar10", validation_split=0.1),
         train=TrainConfig(epochs=8, batch_size=128),
     )

@@ -85,7 +85,10 @@ def test_issue9_bad_values_fail_at_parse_time_naming_key_and_choices(item, messa
     "augment.fill_mode=mirror", "callbacks.reduce_lr.factor=1",
     "callbacks.checkpoint.save_freq=0", "callbacks.checkpoint.filepath=../elsewhere",
     "callbacks.tensorboard.update_freq=0", "callbacks.early_stopping.patience=-1",
-    "callbacks.csv.separator=;;",
+    "callbacks.csv.separator=;;", "train.top_k=-1", "train.class_weight=heavy",
+    "optim.clipnorm=-1", "optim.global_clipnorm=-1", "optim.gradient_accumulation_steps=0",
+    "model.dtype=float16", "model.param_dtype=float64", "model.conv_impl=fft",
+    "model.pool_impl=fft",
 ])
 def test_every_section_checks_its_ranges_and_names_the_key(item):
     key = item.split("=")[0]

@@ -5,7 +5,7 @@ from fake_loop import attach, make_control, rate, tiny_data, tiny_fit, tiny_part
 
 from convjax.callbacks import Callback, LambdaCallback
 from convjax.config import OptimConfig
-from convjax.loop import evaluate, fit, predict
+from convjax.loop import evaluate, evaluate_sums, fit, predict
 from convjax.metrics import host_logs, zero_sums
 from convjax.sharding import make_mesh, place_replicated
 from helpers import array_batches, tiny_arrays, tiny_setup
@@ -267,3 +267,25 @@ def test_callers_state_survives_fit():
     tiny_fit(state=state, epochs=1)
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(a, b)  # raises "Array has been deleted" without the copy
+
+
+def test_evaluation_sums_the_confusion_matrix_and_logs_top_k_as_scalars():
+    # 21 examples in batches of 8 over 4 devices: 3 padding examples that must not count.
+    state, steps = tiny_setup(num_classes=3, top_k=2)
+    mesh = make_mesh()
+    data = tiny_arrays(21)
+    sums = evaluate_sums(state.params, state.batch_stats, array_batches(data, 8, mesh=mesh),
+                         steps, mesh)
+    assert sums["confusion"].sum() == sums["count"] == 21
+    logs = host_logs(sums)
+    assert np.trace(sums["confusion"]) / 21 == pytest.approx(logs["accuracy"])
+    probs = predict(state.params, state.batch_stats, data.images, steps, batch_size=8, mesh=mesh)
+    top2 = np.argsort(-probs, axis=-1)[:, :2]
+    assert logs["top_k_accuracy"] == pytest.approx(np.mean(np.any(top2 == data.labels[:, None],
+                                                                  axis=-1)))
+    train, val = tiny_data()
+    _, history = fit(state, array_batches(train, 8, mesh=mesh), steps=steps, epochs=1,
+                     validation=array_batches(val, 8, mesh=mesh), verbose=0, mesh=mesh)
+    assert set(history.history) == {"loss", "accuracy", "learning_rate", "val_loss",
+                                    "val_accuracy", "val_top_k_accuracy"}
+    assert all(isinstance(v[0], float) for v in history.history.values())

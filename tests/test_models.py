@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,9 @@ import pytest
 from convjax.config import ModelConfig
 from convjax.losses import l2_penalty
 from convjax.models import CNN, count_params, layer_table, summary
-from convjax.models.layers import extract_patches, pool2x2
+from convjax.models.cnn import resolve_model_impls, resolved_impls
+from convjax.models.efficientnet_lite import DepthwiseConv2D
+from convjax.models.layers import extract_patches, pool2x2, resolve_impl
 
 # The course's Keras tables. Update only if the course's models change.
 MNIST_MODEL = ModelConfig(
@@ -54,7 +58,7 @@ def test_im2col_conv_is_the_same_function(padding, kernel):
     x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
     base = ModelConfig(conv_filters=(5,), convs_per_block=1, kernel_size=kernel,
                        padding=padding, pool="none", dropout=0.0, dense=(),
-                       num_classes=10)
+                       num_classes=10, conv_impl="xla")  # not "auto": im2col on CPU
     fast = base.__class__(**{**base.__dict__, "conv_impl": "im2col"})
     variables = CNN(base).init(jax.random.key(1), x)
     # One parameter tree serves both implementations.
@@ -98,3 +102,48 @@ def test_bad_options_are_named():
         layer_table(CNN(ModelConfig(pool="median")), (8, 8, 3))
     with pytest.raises(ValueError, match="conv_impl"):
         layer_table(CNN(ModelConfig(conv_impl="fft")), (8, 8, 3))
+
+
+def test_auto_resolves_to_the_fastest_formulation_of_the_backend():
+    assert jax.default_backend() == "cpu"  # conftest
+    assert resolved_impls(ModelConfig()) == {"conv_impl": "im2col", "pool_impl": "reshape"}
+    assert resolve_impl("depthwise", "auto") == "shifted"
+    for backend in ("gpu", "tpu"):
+        assert resolved_impls(ModelConfig(), backend) == {"conv_impl": "xla", "pool_impl": "xla"}
+        assert resolve_impl("depthwise", "auto", backend) == "xla"
+    assert resolved_impls(ModelConfig(conv_impl="xla"), "cpu")["conv_impl"] == "xla"  # as set
+    assert resolve_model_impls(ModelConfig(), "gpu").conv_impl == "xla"
+
+
+def _primitives(fn, *args) -> set[str]:
+    return {eqn.primitive.name for eqn in jax.make_jaxpr(fn)(*args).jaxpr.eqns}
+
+
+def test_auto_runs_the_cpu_formulations_here():
+    x = jnp.ones((2, 8, 8, 3))
+    cfg = ModelConfig(conv_filters=(4,), convs_per_block=1, dense=(), num_classes=3)
+    variables = CNN(cfg).init(jax.random.key(0), x)
+    auto = _primitives(lambda v: CNN(cfg).apply(v, x), variables)
+    assert not auto & {"conv_general_dilated", "reduce_window_max", "reduce_window"}
+    xla_cfg = dataclasses.replace(cfg, conv_impl="xla", pool_impl="xla")
+    assert "conv_general_dilated" in _primitives(lambda v: CNN(xla_cfg).apply(v, x), variables)
+    layer = DepthwiseConv2D(3)
+    params = layer.init(jax.random.key(0), x)
+    assert "conv_general_dilated" not in _primitives(lambda v: layer.apply(v, x), params)
+
+
+def test_mixed_precision_keeps_params_and_logits_float32():
+    x = jnp.ones((2, 8, 8, 3))
+    base = ModelConfig(conv_filters=(4,), convs_per_block=1, batch_norm=True, dense=(8,),
+                       num_classes=3)
+    mixed = CNN(dataclasses.replace(base, dtype="bfloat16"))
+    variables = mixed.init(jax.random.key(0), x)
+    floats = {leaf.dtype for leaf in jax.tree.leaves(variables)}
+    assert floats == {jnp.dtype(jnp.float32)}  # params and batch statistics
+    assert mixed.apply(variables, x).dtype == jnp.float32
+    jaxpr = jax.make_jaxpr(lambda v: mixed.apply(v, x))(variables)
+    dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+    half = CNN(dataclasses.replace(base, dtype="bfloat16", param_dtype="bfloat16"))
+    assert {p.dtype for p in jax.tree.leaves(half.init(jax.random.key(0), x)["params"])} == {
+        jnp.dtype(jnp.bfloat16)}

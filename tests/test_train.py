@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
+from convjax.class_weights import balanced_class_weights
 from convjax.config import Config, DataConfig, ModelConfig, TrainConfig
+from convjax.data.datasets import load_splits
 from convjax.train import train_and_evaluate
 from helpers import write_image_folder
 
@@ -56,15 +60,28 @@ def test_the_class_count_comes_from_the_data(tmp_path):
 
     root = tmp_path / "data"
     write_image_folder(root / "train", per_class=4, classes=("a", "b", "c"))
+    for extra in sorted((root / "train" / "a").iterdir())[:2]:
+        extra.unlink()  # unbalanced training labels (2, 4, 4); the test split is balanced
     write_image_folder(root / "test", per_class=2, classes=("a", "b", "c"))
     cfg = _tiny_config(root, tmp_path / "cache")
     with pytest.raises(ValueError, match="num_classes=2 but the data has 3 classes"):
         train_and_evaluate(cfg, tmp_path / "refused")
     assert not (tmp_path / "refused" / "history.csv").exists()  # refused before training
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=0),
-                              train=dataclasses.replace(cfg.train, epochs=1))
+                              train=dataclasses.replace(cfg.train, epochs=1,
+                                                        class_weight="{3: 2.0}"))
+    with pytest.raises(ValueError, match=r"train\.class_weight: class indices \[3\]"):
+        train_and_evaluate(cfg, tmp_path / "refused_weights")
+    assert not (tmp_path / "refused_weights" / "history.csv").exists()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, class_weight="balanced",
+                                                             top_k=2))
     results = train_and_evaluate(cfg, tmp_path / "run")
     assert results["history"]["loss"][0] < 5.0  # finite: a 3-way head, not NaN
+    # "balanced" from the training split's labels; top-2 of 3 classes is counted.
+    train, _, _ = load_splits(cfg.data, cfg.train.seed)
+    assert results["class_weights"] == pytest.approx(balanced_class_weights(train.labels, 3))
+    assert len(set(results["class_weights"])) > 1  # not the test split's (1.0, 1.0, 1.0)
+    assert "val_top_k_accuracy" in results["history"] and 0 <= results["test_top_k_accuracy"] <= 1
 
 
 def test_train_and_evaluate_writes_tensorboard_csv_checkpoint(tmp_path):
@@ -91,6 +108,16 @@ def test_train_and_evaluate_writes_tensorboard_csv_checkpoint(tmp_path):
     assert [c.name for c in checkpoints] == ["6"]  # 12 training images / batch 4 * 2 epochs
     saved = json.loads((run / "results.json").read_text())
     assert saved["test_accuracy"] == results["test_accuracy"]
+    # The test confusion matrix and what follows from it; what "auto" ran as here.
+    matrix = np.array(saved["test_confusion_matrix"])
+    assert matrix.shape == (2, 2) and matrix.sum() == 6  # 6 test images
+    assert np.trace(matrix) / 6 == saved["test_accuracy"]
+    assert len(saved["test_per_class_accuracy"]) == 2 and saved["class_names"] == ["cat", "dog"]
+    assert {"test_macro_precision", "test_macro_recall", "test_macro_f1"} <= set(saved)
+    assert "test_top_k_accuracy" not in saved  # 2 classes: top-5 says nothing
+    assert saved["resolved_impls"] == {"backend": "cpu", "conv_impl": "im2col",
+                                       "pool_impl": "reshape"}
+    assert saved["class_weights"] is None
 
 
 def test_cli_rejects_unknown_config_key(tmp_path):

@@ -11,14 +11,31 @@ compare them); they exist because XLA:CPU is slow at two gradients that CNN trai
 
 Measured (benchmarks/bench_train_speed.py, README "Training speed"): im2col + reshape trains
 the course CNN 2.5x faster than the standard layers on a 2-core CPU. On GPU/TPU the standard
-layers are the right default.
+layers are the right default. Every `impl` defaults to "auto": `resolve_impl` picks the one
+measured fastest on the running backend when the model is built.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+# The formulations measured fastest per backend (README, "Training speed"; EfficientNet-Lite's
+# depthwise conv: efficientnet_lite.DepthwiseConv2D). A backend not listed (gpu, tpu) gets
+# XLA's own convolutions and pooling, which its compilers are built to run fast.
+FASTEST = {"cpu": {"conv": "im2col", "pool": "reshape", "depthwise": "shifted"}}
+
+
+def resolve_impl(kind: str, impl: str, backend: str | None = None) -> str:
+    """`impl` itself, or for "auto" the fastest formulation of layer `kind` ("conv", "pool" or
+    "depthwise") on `backend` (default: the running one, `jax.default_backend()`)."""
+    if impl != "auto":
+        return impl
+    backend = jax.default_backend() if backend is None else backend
+    return FASTEST.get(backend, {}).get(kind, "xla")
 
 
 def _same_padding(kernel_size: int) -> tuple[int, int]:
@@ -45,23 +62,30 @@ def extract_patches(x_bhwc: jax.Array, kernel_size: int, padding: str) -> jax.Ar
 
 
 class Conv2D(nn.Module):
-    """Stride-1 square conv with bias; parameters named and shaped exactly like `nn.Conv`."""
+    """Stride-1 square conv with bias; parameters named and shaped exactly like `nn.Conv`,
+    stored as `param_dtype` and computed in `dtype` (mixed precision: bfloat16 and float32)."""
 
     features: int
     kernel_size: int = 3
     padding: str = "SAME"
-    impl: str = "xla"  # "xla" or "im2col"
+    impl: str = "auto"  # "xla", "im2col" or "auto" (the faster here: `resolve_impl`)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:
-        if self.impl not in ("xla", "im2col"):
-            raise ValueError(f"conv_impl must be 'xla' or 'im2col', got {self.impl!r}")
+        impl = resolve_impl("conv", self.impl)
+        if impl not in ("xla", "im2col"):
+            raise ValueError(f"conv_impl must be 'xla', 'im2col' or 'auto', got {self.impl!r}")
         in_ch = x_bhwc.shape[-1]
         kernel_shape = (self.kernel_size, self.kernel_size, in_ch, self.features)
         # Same initialisers and names as nn.Conv, so both impls share one parameter tree.
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), kernel_shape)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        if self.impl == "xla":
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), kernel_shape,
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                          self.param_dtype)
+        x_bhwc, kernel, bias = (a.astype(self.dtype) for a in (x_bhwc, kernel, bias))
+        if impl == "xla":
             y = jax.lax.conv_general_dilated(
                 x_bhwc, kernel, (1, 1), self.padding.upper(),
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -71,15 +95,16 @@ class Conv2D(nn.Module):
         return patches @ kernel.reshape(-1, self.features) + bias
 
 
-def pool2x2(x_bhwc: jax.Array, kind: str, impl: str = "xla") -> jax.Array:
+def pool2x2(x_bhwc: jax.Array, kind: str, impl: str = "auto") -> jax.Array:
     """2x2 pooling with stride 2 (Keras MaxPooling2D()/AveragePooling2D() defaults)."""
     if kind not in ("max", "avg"):
         raise ValueError(f"pool must be 'max', 'avg' or 'none', got {kind!r}")
-    if impl == "xla":
+    resolved = resolve_impl("pool", impl)
+    if resolved == "xla":
         pool = nn.max_pool if kind == "max" else nn.avg_pool
         return pool(x_bhwc, (2, 2), strides=(2, 2))
-    if impl != "reshape":
-        raise ValueError(f"pool_impl must be 'xla' or 'reshape', got {impl!r}")
+    if resolved != "reshape":
+        raise ValueError(f"pool_impl must be 'xla', 'reshape' or 'auto', got {impl!r}")
     b, h, w, c = x_bhwc.shape
     # Keras 'valid' pooling drops an odd last row/column; do the same before reshaping.
     x = x_bhwc[:, : h - h % 2, : w - w % 2, :].reshape(b, h // 2, 2, w // 2, 2, c)
