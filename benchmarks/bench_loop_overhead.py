@@ -34,6 +34,7 @@ from convjax.data.arrays import ArraySource
 from convjax.data.device_batches import DeviceArrays
 from convjax.loop import fit
 from convjax.metrics import zero_sums
+from convjax.models.cnn import resolved_impls
 from convjax.sharding import make_mesh, place_replicated
 from convjax.steps import Steps
 from convjax.train import build
@@ -80,7 +81,8 @@ def main() -> None:
     _, state, steps = build(cfg, source.image_shape, data.steps_per_epoch, 10)
     print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} "
           f"device(s); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    print(f"course CNN ({cfg.model.conv_impl}/{cfg.model.pool_impl}), batch "
+    impls = resolved_impls(cfg.model)
+    print(f"course CNN ({impls['conv_impl']}/{impls['pool_impl']}), batch "
           f"{args.batch_size}, {args.images} images = {data.steps_per_epoch} steps per round")
 
     # Compile (step, gather, tqdm import paths) and warm both peers up, outside the timings.
