@@ -33,7 +33,7 @@ def config(folder: str) -> Config:
         data=DataConfig(source="folder", folder=folder, image_size=(8, 8),
                         validation_split=0.25, cache_dir=f"{folder}/cache"),
         train=TrainConfig(epochs=3, batch_size=4, eval_batch_size=8, backup_every_steps=3,
-                          verbose=1, compilation_cache=False),
+                          verbose=1),  # the compilation cache: $CONVJAX_CACHE
     )
 
 
