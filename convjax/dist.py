@@ -44,9 +44,9 @@ class DistConfig:
     """Several processes (hosts) as one run, through jax.distributed."""
 
     config_key: ClassVar[str] = "dist"
-    # auto: join when an address is set here or in $JAX_COORDINATOR_ADDRESS, or under SLURM,
-    # Open MPI or a TPU pod; always: join (JAX detects the cluster); never: one process.
-    initialize: Literal["auto", "never", "always"] = "auto"
+    # auto: join when an address is set (here or $JAX_COORDINATOR_ADDRESS) or under SLURM,
+    # Open MPI or a TPU pod (CLUSTER_ENVS); always: join, JAX finds the rest; never: 1 process.
+    initialize: Literal["auto", "never", "always"] = "auto"  # auto: if an address/cluster is set
     coordinator_address: str = ""  # host:port of process 0; "" = $JAX_COORDINATOR_ADDRESS/cluster
     num_processes: int = 0  # processes in the run; 0 = $JAX_NUM_PROCESSES or the cluster's
     process_id: int = -1  # this process's index; -1 = $JAX_PROCESS_ID or the cluster's
