@@ -6,6 +6,9 @@ callback's `state_dict`. `fit` saves one once every callback has handled an even
 ends and every `BackupOptions.every_steps` steps) and restores the newest readable one before
 `on_train_begin`. The batch order is a pure function of `(seed, epoch)`, so the position is
 the whole data state.
+
+With several processes every process saves and restores (Orbax is collective; its primary
+host, process 0, writes the shared files); only process 0 deletes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from convjax import checkpoint
+from convjax import checkpoint, dist
 from convjax.callbacks.backup import BackupAndRestore, BackupOptions
 from convjax.callbacks.base import Callback, CallbackList
 from convjax.metrics import zero_sums
@@ -27,7 +30,8 @@ class Backups:
 
     def __init__(self, options: BackupOptions, mesh):
         self.options, self.mesh = options, mesh
-        checkpoint.discard_deleted_backups(options.directory)
+        if dist.is_writer():
+            checkpoint.discard_deleted_backups(options.directory)
         self.manager = checkpoint.make_manager(options.directory, max_to_keep=options.keep)
         latest = self.manager.latest_step()
         self.next_index = 0 if latest is None else latest + 1
@@ -64,7 +68,7 @@ class Backups:
 
     def finish(self) -> None:
         self.manager.close()
-        if self.options.delete_on_finish:
+        if self.options.delete_on_finish and dist.is_writer():
             checkpoint.delete_backups(self.options.directory)
 
 

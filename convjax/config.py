@@ -3,9 +3,10 @@ overrides (`--set a.b=value`), validation, and plain-dict I/O for the runner.
 
 Pure: no I/O. Each section is a frozen dataclass beside what reads it (`ModelConfig` with the
 model, `DataConfig` with the data, `AugmentConfig` with augmentation, `CallbacksConfig` with
-the callbacks, `OptimConfig` with the optimizer); `TrainConfig` lives here. Every section checks its
-fields when built (types, `Literal` choices, ranges), so an invalid config cannot exist, the
-errors come before any data is read, and each names its full dotted key and the valid values.
+the callbacks, `OptimConfig` with the optimizer, `DistConfig` with convjax.dist); `TrainConfig`
+lives here. Every section checks its fields when built (types, `Literal` choices, ranges),
+so an invalid config cannot exist, the errors come before any data is read, and each names its
+full dotted key and the valid values.
 The sections never import this module; it re-exports them.
 """
 
@@ -30,11 +31,12 @@ from convjax.config_fields import (
     require,
 )
 from convjax.data.config import DataConfig
+from convjax.dist import DistConfig
 from convjax.models.cnn import ModelConfig
 from convjax.optim import OptimConfig
 
 __all__ = [
-    "AugmentConfig", "CallbacksConfig", "Config", "ConfigError", "DataConfig", "Leaf",
+    "AugmentConfig", "CallbacksConfig", "Config", "ConfigError", "DataConfig", "DistConfig", "Leaf",
     "ModelConfig", "OptimConfig", "TrainConfig", "apply_overrides", "config_diff",
     "config_from_dict", "config_to_dict", "leaves", "validate",
 ]
@@ -83,6 +85,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
     def __post_init__(self) -> None:
         check_fields(self)

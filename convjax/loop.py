@@ -6,6 +6,11 @@ sums, the position, the stop flag); callbacks see it through a read-only `LoopVi
 for actions, which `_apply` carries out in one place. Metrics stay on the device as running
 sums; per-batch logs are read one step late (after the next step is dispatched), so the
 device never waits for logging; epoch logs are read once per epoch.
+
+With several processes every process runs the same loop on the same global metrics, so every
+decision is the same everywhere; only process 0 shows progress (`dist.is_writer`). Two rules
+keep the processes in step: on CPU each step is waited for (`dist.sync_every_step`), and an
+interrupt stops all processes at the same step (`dist.stop_agreed`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax import dist
 from convjax.backups import Backups, backup_options
 from convjax.callbacks.backup import BackupOptions
 from convjax.callbacks.base import (
@@ -115,8 +121,11 @@ def evaluate_sums(params: Any, batch_stats: Any, data: BatchSource, steps: Steps
     on the host: loss, accuracy, and top-k hits and the confusion matrix when `steps` counts
     them. Compiled once per `steps`, however often it is called."""
     sums = place_replicated(steps.zero_eval_sums(), mesh or make_mesh())
+    sync = dist.sync_every_step()
     for batch in data.eval_batches():
         sums = steps.eval(params, batch_stats, sums, batch)
+        if sync:  # several processes on CPU: one step in flight (see dist.sync_every_step)
+            jax.block_until_ready(sums)
     return jax.device_get(sums)
 
 
@@ -159,6 +168,7 @@ class _Loop:
     callbacks: CallbackList
     backup: Backups | None
     interrupt: threading.Event | None
+    sync_every_step: bool = False  # several processes on CPU: see dist.sync_every_step
 
     def epoch(self) -> Logs:
         run = self.run
@@ -185,13 +195,22 @@ class _Loop:
             cbs.call("on_train_batch_begin", index, {})
             previous = run.sums  # not donated: read below, one step late
             run.state, run.sums = self.steps.train(run.state, run.sums, batch)
+            if self.sync_every_step:
+                jax.block_until_ready(run.sums)
             run.step_in_epoch = index + 1
             logs = self._late_logs(previous) if cbs.wants_batch_logs(index) else {}
             cbs.call("on_train_batch_end", index, logs)
             if self.backup is not None and self.backup.due(run):
                 self.backup.save(run, cbs, epoch_done=False)
-            if self.interrupt is not None and self.interrupt.is_set():
+            if self.interrupted(at_epoch_end=False):
                 self._stop_interrupted()
+
+    def interrupted(self, at_epoch_end: bool) -> bool:
+        """Whether to stop for a signal; the same answer in every process."""
+        run = self.run
+        global_step = None if at_epoch_end else run.epoch * run.steps_per_epoch + run.step_in_epoch
+        return dist.stop_agreed(self.interrupt is not None and self.interrupt.is_set(),
+                                global_step)
 
     def _late_logs(self, previous: Sums) -> Logs:
         """The running logs through the previous step: reading them waits for that step
@@ -241,12 +260,14 @@ def fit(
                steps_per_epoch=train.steps_per_epoch, epoch=initial_epoch)
     view = LoopView(run)
     history = History()
+    verbose = verbose if dist.is_writer() else 0  # one progress bar for a multi-process run
     progress = [ProgbarLogger(verbose)] if verbose else []  # Keras: progbar first, History last
     cbs = CallbackList([*progress, *callbacks, history], view,
                        lambda: [_apply(run, r) for r in view.take_requests()])
     options = backup_options(callbacks, backup)
     backups = Backups(options, mesh) if options is not None else None
-    loop = _Loop(run, train, validation, steps, mesh, cbs, backups, interrupt)
+    loop = _Loop(run, train, validation, steps, mesh, cbs, backups, interrupt,
+                 dist.sync_every_step())
     saved_states = backups.restore(run) if backups is not None else None
     if saved_states is not None and verbose:
         print(f"resuming at epoch {run.epoch + 1}, step {run.step_in_epoch} of "
@@ -254,7 +275,7 @@ def fit(
     cbs.call("on_train_begin", {})
     if saved_states is not None:
         missing = cbs.load_state_dicts(saved_states)
-        if missing:
+        if missing and dist.is_writer():  # the others lack process 0's writers by design
             warnings.warn(f"the backup holds states of callbacks this run lacks: {missing}",
                           stacklevel=2)
     elif backups is not None:
@@ -283,7 +304,7 @@ def _epochs(loop: _Loop) -> Logs:
         if loop.backup is not None:
             loop.backup.save(run, cbs, epoch_done=True)
         run.epoch, run.step_in_epoch = epoch + 1, 0
-        if loop.interrupt is not None and loop.interrupt.is_set():
+        if loop.interrupted(at_epoch_end=True):
             raise TrainingInterrupted(run.epoch, 0, loop.backup is not None)
         if run.stop_training:
             break

@@ -31,9 +31,9 @@ from typing import Any
 from convjax.config import Config, config_diff, config_from_dict, config_to_dict
 
 CONFIG, RESULTS, BACKUP, FINAL = "config.json", "results.json", "backup", "final"
-# Keys that change how a run is shown or where caches go, not what it computes: a rerun may
-# change them and still continue the run.
-NOT_COMPARED = ("train.verbose", "train.compilation_cache", "data.cache_dir")
+# Keys that change how a run is shown, where caches go or how its processes join, not what it
+# computes: a rerun may change them and still continue the run.
+NOT_COMPARED = ("train.verbose", "train.compilation_cache", "data.cache_dir", "dist.")
 
 
 class RunRefused(ValueError):
@@ -53,9 +53,13 @@ class Run:
         return json.loads((self.workdir / RESULTS).read_text())
 
 
+STATUSES = ("new", "unfinished", "finished")
+
+
 def open_run(cfg: Config, workdir: str | Path, restart: bool = False) -> Run:
     """What to do with `workdir` for `cfg` (see the module docstring); creates a new run's
-    directory and config.json."""
+    directory and config.json. With several processes only process 0 calls it (the runner
+    passes its status to the others)."""
     workdir = Path(workdir)
     if restart and workdir.exists() and any(workdir.iterdir()):
         moved = _move_aside(workdir)

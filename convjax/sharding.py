@@ -47,6 +47,9 @@ def place_replicated(tree, mesh: Mesh):
         return jax.device_put(tree, sharding, may_alias=False)
 
     def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # the state's RNG key
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
         host = np.asarray(jax.device_get(x))
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

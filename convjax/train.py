@@ -9,6 +9,10 @@ evaluates on the test split, prints and writes results.json (with provenance and
 without compilation or validation), and only then saves the final state, so a full disk at
 the end loses no result.
 
+With several processes (`dist` section, `convjax.launch`) it joins them first; every process
+trains and saves checkpoints together, and only process 0 (`dist.is_writer`) prints, writes
+config.json, results.json and the CSV and TensorBoard logs.
+
 Besides the test metrics (loss, accuracy, top-k accuracy, the confusion matrix with per-class
 accuracy and macro precision, recall and F1), the class weights used and the layer
 formulations "auto" resolved to on this backend, the results hold the training accuracy
@@ -31,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
-from convjax import checkpoint
+from convjax import checkpoint, dist
 from convjax.cache import cache_root
 from convjax.callbacks import BackupOptions, Callback
 from convjax.callbacks.from_config import make_callbacks
@@ -49,7 +54,7 @@ from convjax.models.cnn import CNN, resolve_model_impls, resolved_impls
 from convjax.models.summary import summary
 from convjax.optim import make_optimizer, make_schedule
 from convjax.provenance import provenance
-from convjax.rundir import FINAL, RESULTS, Run, open_run, write_json_atomic
+from convjax.rundir import FINAL, RESULTS, STATUSES, Run, open_run, write_json_atomic
 from convjax.sharding import make_mesh
 from convjax.steps import Steps, make_steps
 from convjax.train_state import TrainState, eval_params, init_train_state
@@ -134,7 +139,10 @@ def _batch_sources(cfg: Config, train: ArraySource, val: ArraySource | None, mes
 def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
                        extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Runs (or continues, or reports) the experiment described by `cfg` in `workdir`."""
-    run = open_run(cfg, workdir, restart)
+    dist.initialize(cfg.dist)  # first: before anything touches devices
+    if not dist.is_writer():  # the same run, silent: decisions come from the same metrics
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, verbose=0))
+    run = _open_run(cfg, workdir, restart)
     if run.status == "finished":
         results = run.results()
         _report(cfg, results, f"finished run in {run.workdir}; nothing to train")
@@ -158,7 +166,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
               f"{jax.device_count()} device(s)", flush=True)
     timer = RunTimer()
     callbacks = [*make_callbacks(cfg.callbacks, run.workdir, model_summary=model_text,
-                                hparams=config_to_dict(cfg)),
+                                hparams=config_to_dict(cfg), writers=dist.is_writer()),
                  *extra_callbacks, timer]
     backup = BackupOptions(run.backup_dir, every_steps=cfg.train.backup_every_steps, keep=2)
     with stop_on_signals() as (interrupt, received):
@@ -191,15 +199,32 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
         **timer.summary(cfg.train.batch_size), "provenance": provenance(),
     }
     _report(cfg, results, "")
-    write_json_atomic(run.workdir / RESULTS, results)  # first: the result survives a full disk
+    if dist.is_writer():
+        write_json_atomic(run.workdir / RESULTS, results)  # first: survives a full disk
     _save_final(run, state, results)
     return results
+
+
+def _open_run(cfg: Config, workdir: str | Path, restart: bool) -> Run:
+    """`open_run` in process 0 only (it may move the workdir aside and writes config.json);
+    the others take its status. If process 0 refuses the run, the others wait here until the
+    launcher (or the cluster) stops them."""
+    if jax.process_count() == 1:
+        return open_run(cfg, workdir, restart)
+    from jax.experimental import multihost_utils  # noqa: PLC0415 -- multi-process only
+
+    run = open_run(cfg, workdir, restart) if dist.is_writer() else None
+    code = STATUSES.index(run.status) if run is not None else 0
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+    return run or Run(Path(workdir), STATUSES[code])
 
 
 def _save_final(run: Run, state: TrainState, results: dict[str, Any]) -> None:
     """The final state, then the backups go (the final state replaces them)."""
     try:
         checkpoint.save_state(run.workdir / FINAL, state, {"epochs_run": results["epochs_run"]})
+        if not dist.is_writer():
+            return  # every process saves (Orbax is collective); process 0 deletes
     except OSError as err:  # e.g. a full disk: results.json is already written
         checkpoint.remove_temporaries(run.workdir / FINAL)
         warnings.warn(f"the final state could not be saved in {run.workdir / FINAL} ({err}); "

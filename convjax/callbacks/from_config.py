@@ -32,12 +32,14 @@ def keras_args(section: Any) -> dict[str, Any]:
 
 def make_callbacks(
     cfg: CallbacksConfig, workdir: str | Path, *, model_summary: str = "",
-    hparams: dict[str, Any] | None = None,
+    hparams: dict[str, Any] | None = None, writers: bool = True,
 ) -> list[Callback]:
     """The enabled callbacks, writing under `workdir`. Order matters where callbacks share an
     event: TerminateOnNaN stops first; SwapEMAWeights swaps before EarlyStopping and
     ModelCheckpoint look at the weights (as Keras asks); the recorders come last.
-    `hparams` (e.g. `config_to_dict(cfg)`) goes to TensorBoard's HPARAMS tab."""
+    `hparams` (e.g. `config_to_dict(cfg)`) goes to TensorBoard's HPARAMS tab. `writers=False`
+    (processes other than 0 of a multi-process run) leaves out CSVLogger and TensorBoard:
+    they only write, so the run decides the same without them."""
     workdir = Path(workdir)
     made: list[Callback] = []
     if cfg.terminate_on_nan.enabled:
@@ -52,9 +54,9 @@ def make_callbacks(
         args = keras_args(cfg.checkpoint)
         args["filepath"] = workdir / "checkpoints" / args["filepath"]
         made.append(ModelCheckpoint(**args))
-    if cfg.csv.enabled:
+    if cfg.csv.enabled and writers:
         made.append(CSVLogger(workdir / "history.csv", **keras_args(cfg.csv)))
-    if cfg.tensorboard.enabled:
+    if cfg.tensorboard.enabled and writers:
         made.append(TensorBoard(workdir / "tensorboard", model_summary=model_summary or None,
                                 hparams=hparams, **keras_args(cfg.tensorboard)))
     return made
