@@ -9,9 +9,9 @@ from convjax.data.decode import BadImageError, DecodeSpec, decode_image
 from convjax.data.device_batches import DeviceArrays
 from convjax.data.directory import flow_from_directory, image_dataset_from_directory
 from convjax.data.folder import (
-    folder_source,
     list_image_files,
     load_image_folder,
+    open_image_folder,
     resolve_folder,
 )
 from convjax.data.folder_cache import CacheWriteWarning
@@ -27,7 +27,7 @@ __all__ = [
     "ArraySource", "BadImageError", "Batch", "BatchSource", "CacheWriteWarning", "DecodeSpec",
     "DeviceArrays", "FolderDataset", "FolderSource", "SkippedImagesWarning", "Source",
     "StreamingBatches", "decode_image", "epoch_order", "eval_indices", "flow_from_directory",
-    "folder_source", "from_arrays", "image_dataset_from_directory", "list_image_files",
-    "load_image_folder", "load_splits", "load_tfds", "load_tfds_resized", "make_batch_source",
+    "from_arrays", "image_dataset_from_directory", "list_image_files", "load_image_folder",
+    "load_splits", "load_tfds", "load_tfds_resized", "make_batch_source", "open_image_folder",
     "resolve_folder", "split_validation", "steps_per_epoch", "to_arrays", "train_indices",
 ]

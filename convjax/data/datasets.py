@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from convjax.data.config import DataConfig
-from convjax.data.folder import folder_source, resolve_folder
+from convjax.data.folder import open_image_folder, resolve_folder
 from convjax.data.source import Source
 from convjax.data.splits import sample, split_validation
 from convjax.data.tfds_source import load_tfds
@@ -33,8 +33,8 @@ def _folder_splits(cfg: DataConfig, folder: str, progress: bool) -> tuple[Source
             f"data folder {root} must contain train/<class>/ and test/<class>/ "
             "(or validation/<class>/) sub-folders"
         )
-    train = folder_source(train_dir, cfg.image_size, cfg.color_mode, cache)
-    test = folder_source(test_dir, cfg.image_size, cfg.color_mode, cache)
+    train = open_image_folder(train_dir, cfg.image_size, cfg.color_mode, cache)
+    test = open_image_folder(test_dir, cfg.image_size, cfg.color_mode, cache)
     return train, test
 
 

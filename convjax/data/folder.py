@@ -4,7 +4,7 @@ I/O. Listing follows `keras.utils.image_dataset_from_directory` exactly: classes
 sub-directory names (hidden ones skipped; a symlinked class directory counts), each class
 directory is walked recursively with `os.walk`, the walk sorted by directory path (so `cat/a/`,
 `cat/a-b/`, `cat/a/x/`: not depth-first, but as Keras does), files sorted within a directory,
-and only .jpg/.jpeg/.png/.bmp/.gif files (any case) kept. `folder_source` lists a folder as a
+and only .jpg/.jpeg/.png/.bmp/.gif files (any case) kept. `open_image_folder` lists a folder as a
 random-access `FolderSource` (decoded on demand, through its thread pool and cache);
 `load_image_folder` decodes a whole folder into an `ArraySource`; `resolve_folder` extracts a
 `.tar.gz` archive once. The slow first times (extracting, decoding) show their progress.
@@ -87,13 +87,13 @@ def load_image_folder(
     `cache_dir=None` uses `$CONVJAX_CACHE` or `~/.cache/convjax`; `False` disables caching.
     Unreadable files are skipped with a warning naming them (`on_error="raise"` stops instead).
     A decode that takes more than a few seconds shows its progress on stderr (unless
-    `progress=False`). For data larger than memory, use `folder_source` and a batch source.
+    `progress=False`). For data larger than memory, use `open_image_folder` and a batch source.
     """
-    source = folder_source(root, image_size, color_mode, cache_dir, on_error, interpolation)
+    source = open_image_folder(root, image_size, color_mode, cache_dir, on_error, interpolation)
     return source.to_array_source(progress, name=f"{Path(root).name}/")
 
 
-def folder_source(
+def open_image_folder(
     root: str | Path,
     image_size: tuple[int, int] = (32, 32),
     color_mode: str = "rgb",
