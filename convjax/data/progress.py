@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 SHOW_AFTER_S = 2.0  # work shorter than this prints nothing
 EVERY_S = 5.0  # then a line at most this often, and one when it ends
+clock = time.monotonic  # seconds; tests replace it
 
 
 class Progress:
@@ -34,14 +35,14 @@ class Progress:
         self.fraction = fraction  # of the work done, where `total` is unknown (an archive's bytes)
         self.check_every = max(1, check_every)
         self.done, self.shown = 0, False
-        self._start = time.monotonic()
+        self._start = clock()
         self._next_check, self._next_line = self.check_every, self._start + SHOW_AFTER_S
 
     def update(self, n: int = 1) -> None:
         self.done += n
         if self.enabled and self.done >= self._next_check:
             self._next_check = self.done + self.check_every
-            now = time.monotonic()
+            now = clock()
             if now >= self._next_line:
                 self._next_line = now + EVERY_S
                 self._line(f", {now - self._start:.0f} s")
@@ -51,7 +52,7 @@ class Progress:
 
     def __exit__(self, kind, error, traceback) -> None:
         if self.shown and kind is None:
-            self._line(f" in {time.monotonic() - self._start:.0f} s")
+            self._line(f" in {clock() - self._start:.0f} s")
 
     def _line(self, when: str) -> None:
         self.shown = True
