@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 import convjax.data.progress as progress_module
+from convjax.config import DataConfig
 from convjax.data import (
     DecodeSpec,
     FolderSource,
     list_image_files,
     load_image_folder,
+    load_splits,
     resolve_folder,
     to_arrays,
 )
@@ -93,17 +95,19 @@ def test_a_per_file_counter_reads_the_clock_only_every_check_every_files(clock, 
 
 def test_a_slow_archive_extraction_shows_files_and_share_read(tmp_path, capsys, monkeypatch):
     write_image_folder(tmp_path / "ds" / "train", per_class=130, size=(4, 4))
+    write_image_folder(tmp_path / "ds" / "test", per_class=1, size=(4, 4))
     archive = tmp_path / "ds.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "ds", arcname="ds")
     monkeypatch.setattr(progress_module, "clock", FakeClock(step=1.0))  # 1 s per reading
-    resolve_folder(archive, tmp_path / "quiet", progress=False)
+    cfg = DataConfig(source="folder", folder=str(archive), cache_dir=str(tmp_path / "quiet"))
+    load_splits(cfg, seed=0, progress=False)  # as the runner with train.verbose=0
     assert lines(capsys) == []
     folder = resolve_folder(archive, tmp_path / "cache")
     assert len(list((folder / "train").glob("*/*.png"))) == 260
     shown = lines(capsys)
     assert re.fullmatch(r"extracting ds\.tar\.gz: 200 files \(\d+% done\), \d+ s", shown[0])
-    assert re.fullmatch(r"extracting ds\.tar\.gz: 260 files \(\d+% done\) in \d+ s", shown[-1])
+    assert re.fullmatch(r"extracting ds\.tar\.gz: 262 files \(\d+% done\) in \d+ s", shown[-1])
 
 
 def test_a_slow_first_decode_shows_images_decoded(tmp_path, capsys, monkeypatch):
