@@ -180,10 +180,10 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
         enable_compilation_cache()
     t0 = time.perf_counter()
     train, val, test = load_splits(cfg.data, cfg.train.seed, progress=_progress(cfg))
-    load_s = time.perf_counter() - t0
     mesh = make_mesh()
     budget = device_budget_bytes(cfg, train, mesh)  # refused here, before any decoding
     train_batches, val_batches = _batch_sources(cfg, train, val, mesh, budget)
+    load_s = time.perf_counter() - t0  # listing, and reading what sits on the devices
     num_classes = check_num_classes(cfg.model.num_classes, len(train.class_names))
     model, state, steps = build(cfg, train.image_shape, train_batches.steps_per_epoch,
                                 num_classes)
