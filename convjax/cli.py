@@ -68,12 +68,13 @@ def main(
         cfg = validate(apply_overrides(smoke() if args.smoke else config(), args.set))
     except ValueError as err:
         parser.error(str(err))
+    from convjax.config_fields import ConfigError
     from convjax.rundir import RunRefused  # after the checks: errors come at once
     from convjax.train import Interrupted, train_and_evaluate
 
     try:
         return train_and_evaluate(cfg, args.workdir, restart=args.restart)
-    except RunRefused as err:
+    except (RunRefused, ConfigError) as err:  # ConfigError: a value the data refuses
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     except Interrupted as stopped:  # SIGINT/SIGTERM: backed up; no traceback
         parser.exit(stopped.exit_code, f"{stopped}\n")

@@ -31,9 +31,11 @@ from typing import Any
 from convjax.config import Config, config_diff, config_from_dict, config_to_dict
 
 CONFIG, RESULTS, BACKUP, FINAL = "config.json", "results.json", "backup", "final"
-# Keys that change how a run is shown, where caches go or how its processes join, not what it
-# computes: a rerun may change them and still continue the run.
-NOT_COMPARED = ("train.verbose", "train.compilation_cache", "data.cache_dir", "dist.")
+# Keys that change how a run is shown, where data and caches sit or how its processes join,
+# not what it computes (a streamed split trains bit-identically to one on the devices): a rerun
+# may change them and still continue the run, e.g. on a machine with less device memory.
+NOT_COMPARED = ("train.verbose", "train.compilation_cache", "data.cache_dir",
+                "data.device_memory_budget_mb", "dist.")
 
 
 class RunRefused(ValueError):

@@ -2,9 +2,13 @@
 
 Glue (I/O): the runner. In order, and before any data is read, it decides what the workdir
 holds (`rundir.open_run`: start, continue, report a finished run, or refuse another config);
-then it loads the data, builds the model and the steps, wires the callbacks the config
-enables, and runs `fit` with backups (every `train.backup_every_steps` steps and at each
-epoch end) and SIGINT/SIGTERM turned into "finish the step, back up, stop". At the end it
+then it opens the data (random-access sources: an image folder is only listed) and makes the
+batch sources, which put a split on the devices when it fits `data.device_memory_budget_mb`
+(decoding a folder once, through its cache) and stream it batch by batch when it does not
+(a budget that cannot hold one batch is refused); it builds the model and the steps, wires
+the callbacks the config enables, and runs `fit` with backups (every
+`train.backup_every_steps` steps and at each epoch end) and SIGINT/SIGTERM turned into "finish
+the step, back up, stop". At the end it
 evaluates on the test split, prints and writes results.json (with provenance and timings
 without compilation or validation), and only then saves the final state, so a full disk at
 the end loses no result.
@@ -44,10 +48,17 @@ from convjax.callbacks.from_config import make_callbacks
 from convjax.callbacks.timing import RunTimer
 from convjax.class_weights import class_weight_vector
 from convjax.config import Config, config_to_dict
-from convjax.data.arrays import ArraySource
-from convjax.data.batch_sources import make_batch_source
+from convjax.config_fields import ConfigError
+from convjax.data.batch_sources import (
+    batch_bytes_per_device,
+    default_device_budget,
+    make_batch_source,
+)
 from convjax.data.batches import BatchSource
 from convjax.data.datasets import load_splits
+from convjax.data.source import Source
+from convjax.data.splits import sample
+from convjax.data.streaming_batches import StreamingBatches
 from convjax.loop import TrainingInterrupted, evaluate_sums, fit
 from convjax.metrics import confusion_report, host_logs
 from convjax.models.cnn import CNN, resolve_model_impls, resolved_impls
@@ -127,13 +138,46 @@ def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
             signal.signal(s, h)
 
 
-def _batch_sources(cfg: Config, train: ArraySource, val: ArraySource | None, mesh
+def device_budget_bytes(cfg: Config, train: Source, mesh) -> int | None:
+    """`data.device_memory_budget_mb` in bytes (None: automatic), refused with a
+    `ConfigError` if even one training or evaluation batch would not fit in it."""
+    mb = cfg.data.device_memory_budget_mb
+    budget = int(mb * 2**20) if mb > 0 else None
+    limit = default_device_budget(mesh) if budget is None else budget
+    for key in ("batch_size", "eval_batch_size"):
+        size = getattr(cfg.train, key)
+        need = batch_bytes_per_device(train, size, mesh.devices.size)
+        if need > limit:
+            raise ConfigError("data.device_memory_budget_mb", (
+                f"data.device_memory_budget_mb={mb:g}{'' if budget else ' (automatic)'} is "
+                f"{limit:,} bytes per device, less than one batch (train.{key}={size} images "
+                f"of shape {train.image_shape}: {need:,} bytes per device); raise it or lower "
+                f"train.{key}"), named=True)
+    return budget
+
+
+def _batch_sources(cfg: Config, train: Source, val: Source | None, mesh, budget: int | None
                    ) -> tuple[BatchSource, BatchSource | None]:
+    common = {"mesh": mesh, "device_budget_bytes": budget, "progress": _progress(cfg)}
     train_batches = make_batch_source(train, batch_size=cfg.train.batch_size,
-                                      seed=cfg.train.seed, mesh=mesh)
+                                      seed=cfg.train.seed, name="train", **common)
     val_batches = None if val is None else make_batch_source(
-        val, batch_size=cfg.train.eval_batch_size, seed=0, mesh=mesh, shuffle=False)
+        val, batch_size=cfg.train.eval_batch_size, seed=0, shuffle=False, name="validation",
+        **common)
     return train_batches, val_batches
+
+
+def _progress(cfg: Config) -> bool:
+    """Whether slow data preparation shows its progress (process 0 writes the logs)."""
+    return cfg.train.verbose > 0 and jax.process_index() == 0
+
+
+def _placement(batches: BatchSource | None) -> str:
+    if batches is None:
+        return "none"
+    if isinstance(batches, StreamingBatches):
+        return "streamed"
+    return "sharded on device" if getattr(batches, "shard_data", False) else "on device"
 
 
 def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
@@ -150,10 +194,11 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
     if cfg.train.compilation_cache:
         enable_compilation_cache()
     t0 = time.perf_counter()
-    train, val, test = load_splits(cfg.data, cfg.train.seed)
-    load_s = time.perf_counter() - t0
+    train, val, test = load_splits(cfg.data, cfg.train.seed, progress=_progress(cfg))
     mesh = make_mesh()
-    train_batches, val_batches = _batch_sources(cfg, train, val, mesh)
+    budget = device_budget_bytes(cfg, train, mesh)  # refused here, before any decoding
+    train_batches, val_batches = _batch_sources(cfg, train, val, mesh, budget)
+    load_s = time.perf_counter() - t0  # listing, and reading what sits on the devices
     num_classes = check_num_classes(cfg.model.num_classes, len(train.class_names))
     class_weights = class_weight_vector(cfg.train.class_weight, train.labels, num_classes)
     model, state, steps = build(cfg, train.image_shape, train_batches.steps_per_epoch,
@@ -161,7 +206,8 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
     model_text = summary(model, train.image_shape)
     if cfg.train.verbose:
         print(model_text, flush=True)
-        print(f"train {len(train)}, validation {len(val) if val else 0}, test {len(test)} "
+        print(f"train {len(train)} ({_placement(train_batches)}), validation "
+              f"{len(val) if val else 0} ({_placement(val_batches)}), test {len(test)} "
               f"images of shape {train.image_shape}, {num_classes} classes, on "
               f"{jax.device_count()} device(s)", flush=True)
     timer = RunTimer()
@@ -179,13 +225,18 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
             raise Interrupted(received[0], stopped, run.workdir) from None
     params = eval_params(state, use_ema=cfg.train.ema_momentum > 0)
 
-    def score(source: ArraySource) -> dict[str, Any]:
+    def score(source: Source, name: str) -> dict[str, Any]:
         batches = make_batch_source(source, batch_size=cfg.train.eval_batch_size, seed=0,
-                                    mesh=mesh, shuffle=False)
-        return evaluate_sums(params, state.batch_stats, batches, steps, mesh)
+                                    mesh=mesh, shuffle=False, device_budget_bytes=budget,
+                                    progress=_progress(cfg), name=name)
+        try:
+            return evaluate_sums(params, state.batch_stats, batches, steps, mesh)
+        finally:
+            batches.close()
 
-    test_sums = score(test)
-    train_logs = host_logs(score(train.sample(TRAIN_EVAL_LIMIT, seed=0)))
+    test_sums = score(test, "test")
+    train_logs = host_logs(score(sample(train, TRAIN_EVAL_LIMIT, seed=0),
+                                 "train (evaluation sample)"))
     results = {
         "config": dataclasses.asdict(cfg),
         **{f"test_{k}": v for k, v in host_logs(test_sums).items()},

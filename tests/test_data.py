@@ -4,15 +4,19 @@ from PIL import Image
 
 from convjax.config import DataConfig
 from convjax.data import (
+    DecodeSpec,
+    FolderSource,
     SkippedImagesWarning,
     epoch_order,
     eval_indices,
     from_arrays,
+    list_image_files,
     load_image_folder,
     load_splits,
     resolve_folder,
     split_validation,
     steps_per_epoch,
+    to_arrays,
     train_indices,
 )
 from helpers import tiny_arrays, write_image_folder
@@ -66,6 +70,40 @@ def test_folder_splits_accept_validation_as_test(tmp_path):
     train, val, test = load_splits(cfg, seed=0)
     assert (len(train), val, len(test)) == (6, None, 4)
     assert test.class_names == ("cat", "dog")
+
+
+def test_folder_splits_are_listed_not_decoded_and_pick_what_the_decoded_arrays_did(tmp_path):
+    write_image_folder(tmp_path / "ds" / "train", per_class=10, classes=("a", "b", "c"))
+    write_image_folder(tmp_path / "ds" / "test", per_class=5, classes=("a", "b", "c"))
+    cfg = DataConfig(source="folder", folder=str(tmp_path / "ds"), image_size=(4, 4),
+                     validation_split=0.3, train_limit=20, test_limit=9,
+                     cache_dir=str(tmp_path / "cache"))
+    train, val, test = load_splits(cfg, seed=5)
+    assert all(isinstance(s, FolderSource) for s in (train, val, test))
+    assert not (tmp_path / "cache" / "folders").exists()  # listed only: nothing decoded yet
+    assert (len(train), len(val), len(test)) == (14, 6, 9)
+    # The same examples, in the same order, as the rules applied to the decoded folders
+    # (what load_splits returned before it streamed): sample, then split, with the seed.
+    whole = load_image_folder(tmp_path / "ds" / "train", (4, 4), cache_dir=False)
+    old_train, old_val = split_validation(whole.sample(20, 5), 0.3, 5)
+    old_test = load_image_folder(tmp_path / "ds" / "test", (4, 4), cache_dir=False).sample(9, 5)
+    for new, old in ((train, old_train), (val, old_val), (test, old_test)):
+        arrays = to_arrays(new)
+        np.testing.assert_array_equal(arrays.images, old.images)
+        np.testing.assert_array_equal(arrays.labels, old.labels)
+        assert new.class_names == old.class_names == ("a", "b", "c")
+
+
+def test_a_folder_source_samples_the_files_an_array_source_samples(tmp_path):
+    root = write_image_folder(tmp_path / "d", per_class=9)
+    files, labels, names = list_image_files(root)
+    src = FolderSource(files, labels, names, DecodeSpec((4, 4)))
+    arrays = to_arrays(src)
+    for n, seed in ((5, 0), (5, 1), (17, 3)):
+        picked = src.sample(n, seed)
+        np.testing.assert_array_equal(to_arrays(picked).images, arrays.sample(n, seed).images)
+        np.testing.assert_array_equal(picked.labels, arrays.sample(n, seed).labels)
+    assert src.sample(0, 0) is src and src.sample(18, 0) is src
 
 
 def test_archive_is_extracted_once(tmp_path):

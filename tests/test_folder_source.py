@@ -6,7 +6,15 @@ import warnings
 import numpy as np
 import pytest
 
-from convjax.data import DecodeSpec, FolderSource, SkippedImagesWarning, list_image_files
+import convjax.data.folder_source as folder_source_module
+from convjax.data import (
+    DecodeSpec,
+    FolderSource,
+    SkippedImagesWarning,
+    list_image_files,
+    split_validation,
+    to_arrays,
+)
 from helpers import write_image_folder
 
 
@@ -48,3 +56,31 @@ def test_streaming_a_folder_of_only_unreadable_images_says_so(tmp_path):
     src = folder_source(tmp_path / "bad")
     with pytest.raises(ValueError, match=r"all 2 image files under .*bad are unreadable"):
         src.get_batch(np.array([0, 1]))
+
+
+def test_the_splits_of_a_folder_fill_and_then_read_one_cache(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "d", per_class=5)
+    (root / "cat" / "002.png").write_bytes(b"broken")
+    cache = tmp_path / "cache"
+    train, val = split_validation(folder_source(root, cache_dir=cache), 0.3, seed=0)
+    with pytest.warns(SkippedImagesWarning, match=r"002\.png"):
+        first = [to_arrays(split) for split in (train, val)]
+    assert len(list((cache / "folders").glob("*.npy"))) == 1  # one cache, complete
+    # The split holding the bad file serves it as the next file of that split.
+    split, decoded = next((s, a) for s, a in zip((train, val), first)
+                          if str(root / "cat" / "002.png") in s.file_paths)
+    k = split.file_paths.index(str(root / "cat" / "002.png"))
+    np.testing.assert_array_equal(decoded.images[k], decoded.images[k + 1])
+    assert decoded.labels[k] == split.labels[k + 1]
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again instead of read from the cache")
+
+    monkeypatch.setattr(folder_source_module, "decode_image", no_decoding)
+    again = split_validation(folder_source(root, cache_dir=cache), 0.3, seed=0)
+    with pytest.warns(SkippedImagesWarning, match=r"002\.png.*recorded in the cache"):
+        for split, before in zip(again, first, strict=True):
+            np.testing.assert_array_equal(to_arrays(split).images, before.images)
+    other = split_validation(folder_source(root, cache_dir=cache), 0.3, seed=1)[0]
+    with pytest.warns(SkippedImagesWarning):
+        assert len(to_arrays(other)) == 7  # another seed's split: the same cache

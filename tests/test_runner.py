@@ -20,6 +20,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["data.source=folder", "data.image_size=(8,8)", "data.validation_split=0.25",
         "model.conv_filters=(4,)", "model.dense=(8,)", "train.epochs=3", "train.batch_size=4",
         "train.eval_batch_size=8", "train.backup_every_steps=1", "train.verbose=1"]
+# A device-memory budget that holds one batch (8 images of 8x8x3 + labels: 1,568 bytes) and
+# the validation and test splits, but not the 12 training images (2,352 bytes): streamed.
+STREAMED = "data.device_memory_budget_mb=0.002"
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,37 @@ def reference(folder, tmp_path_factory):
     return workdir, done
 
 
+@pytest.fixture(scope="module")
+def streamed_reference(folder, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("streamed") / "run"
+    done = run(command(workdir, folder, STREAMED))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return workdir, done
+
+
+def test_a_streamed_run_ends_bit_for_bit_like_one_on_the_devices(reference, streamed_reference):
+    (on_device, first), (streamed, second) = reference, streamed_reference
+    assert "train 12 (on device), validation 4 (on device)" in first.stdout
+    assert "train 12 (streamed), validation 4 (on device)" in second.stdout
+    for a, b in zip(final_params(streamed), final_params(on_device), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert epoch_rows(streamed) == epoch_rows(on_device)
+
+
+def test_a_budget_smaller_than_one_batch_is_refused_in_one_line(folder, tmp_path):
+    refused = run(command(tmp_path / "run", folder, "data.device_memory_budget_mb=0.0001"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().endswith(
+        "error: data.device_memory_budget_mb=0.0001 is 104 bytes per device, less than one "
+        "batch (train.batch_size=4 images of shape (8, 8, 3): 784 bytes per device); raise it "
+        "or lower train.batch_size")
+    # The budget is not part of what a run computes: the same workdir takes another one
+    # (refused again here, for the evaluation batch, not as "another config").
+    again = run(command(tmp_path / "run", folder, "data.device_memory_budget_mb=0.001"))
+    assert again.returncode == 2 and "another config" not in again.stderr
+    assert "less than one batch (train.eval_batch_size=8" in again.stderr.splitlines()[-1]
+
+
 def test_the_same_command_twice_reports_the_finished_run(reference, folder):
     workdir, first = reference
     results = json.loads((workdir / "results.json").read_text())
@@ -84,22 +118,40 @@ def test_the_same_command_twice_reports_the_finished_run(reference, folder):
     assert json.loads((workdir / "results.json").read_text()) == results
 
 
-def test_sigkill_anywhere_then_the_same_command_ends_like_an_uninterrupted_run(
-        reference, folder, tmp_path):
-    ref, _ = reference
+# Backups are numbered: 0 before the first step, then one after each of the 3 steps of an
+# epoch and one at its end, so backup 5 holds epoch 2 (index 1) after its first step.
+MID_EPOCH_2 = "5"
+
+
+@pytest.mark.parametrize("placement, when", [("on device", "anywhere"),
+                                             ("streamed", "mid-epoch")])
+def test_sigkill_then_the_same_command_ends_like_an_uninterrupted_run(
+        placement, when, folder, tmp_path, request):
+    extra = (STREAMED,) if placement == "streamed" else ()
+    ref, _ = request.getfixturevalue(
+        "streamed_reference" if placement == "streamed" else "reference")
     workdir = tmp_path / "run"
-    proc = subprocess.Popen(command(workdir, folder), cwd=REPO, env=env(),
+    proc = subprocess.Popen(command(workdir, folder, *extra), cwd=REPO, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
-    while not any((workdir / "backup").glob("[0-9]*")) and time.time() < deadline:
-        time.sleep(0.05)  # training has started once the first backup exists
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))
+    if when == "anywhere":
+        while not any((workdir / "backup").glob("[0-9]*")) and time.time() < deadline:
+            time.sleep(0.05)  # training has started once the first backup exists
+        time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))
+    else:  # at once when backup 5 is complete (Orbax renames it into place when written)
+        while not (workdir / "backup" / MID_EPOCH_2).is_dir() and time.time() < deadline:
+            time.sleep(0.01)
     proc.kill()
     proc.wait()
-    done = run(command(workdir, folder))
+    done = run(command(workdir, folder, *extra))
     assert done.returncode == 0, done.stderr[-3000:]
-    for a, b in zip(final_params(workdir), final_params(ref)):
-        np.testing.assert_array_equal(a, b)
+    assert f"train 12 ({placement})" in done.stdout
+    resumed = [line for line in done.stdout.splitlines() if line.startswith("resuming at")]
+    if when == "mid-epoch":  # the next backup (6) may have been written before the kill
+        assert resumed[0] in ("resuming at epoch 2, step 1 of 3",
+                              "resuming at epoch 2, step 2 of 3"), resumed
+    for a, b in zip(final_params(workdir), final_params(ref), strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=f"{resumed}")
     assert epoch_rows(workdir) == epoch_rows(ref)  # no duplicated or missing row
     assert scalar_steps(workdir) == scalar_steps(ref) == [0, 1, 2]
 

@@ -3,11 +3,13 @@ bounded read-ahead, exact starts, and no thread left behind."""
 
 import threading
 import time
+import weakref
 
 import jax
 import numpy as np
 import pytest
 
+from convjax.callbacks import BackupOptions, Callback
 from convjax.data import (
     BadImageError,
     DecodeSpec,
@@ -18,8 +20,9 @@ from convjax.data import (
     list_image_files,
     make_batch_source,
 )
+from convjax.loop import TrainingInterrupted, fit
 from convjax.sharding import make_mesh
-from helpers import tiny_arrays, write_image_folder
+from helpers import tiny_arrays, tiny_setup, write_image_folder
 
 N, B = 30, 8
 
@@ -132,3 +135,100 @@ def test_a_decode_error_reaches_the_consumer(mesh, tmp_path):
     with pytest.raises(BadImageError, match=r"dog.000\.png"):
         list(streamed.train_batches(0))
     assert streaming_threads() == []
+
+
+class CountedFolder:
+    """A FolderSource that counts the host batches it reads (`made`) and how many of those
+    are still alive (`live`, most at once `most_live`: held by the reader, the read-ahead
+    queue or anyone else)."""
+
+    def __init__(self, src):
+        self.src, self.class_names, self.image_shape = src, src.class_names, src.image_shape
+        self.made = self.live = self.most_live = 0
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self.src)
+
+    def get_batch(self, indices):
+        images, labels = self.src.get_batch(indices)
+        with self._lock:
+            self.made, self.live = self.made + 1, self.live + 1
+            self.most_live = max(self.most_live, self.live)
+        weakref.finalize(images, self._freed)
+        return images, labels
+
+    def _freed(self):
+        with self._lock:
+            self.live -= 1
+
+
+class SlowStep(Callback):
+    """A step slower than reading (an unbounded read-ahead would run far ahead) that notes,
+    as each batch starts, how many batches have been read but not yet trained on."""
+
+    def __init__(self, src: CountedFolder):
+        self.src, self.begun, self.ahead = src, 0, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begun += 1
+        self.ahead.append(self.src.made - self.begun)
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(0.02)
+
+
+def test_a_streamed_folder_trains_through_fit_holding_a_bounded_number_of_batches(
+        mesh, tmp_path):
+    files, labels, names = list_image_files(write_image_folder(tmp_path / "d", per_class=24))
+    src = CountedFolder(FolderSource(files, labels, names, DecodeSpec((8, 8))))
+    data = make_batch_source(src, batch_size=4, seed=0, mesh=mesh, device_budget_bytes=0,
+                             prefetch=2)
+    assert isinstance(data, StreamingBatches)  # the whole folder never fits: streamed
+    state, steps = tiny_setup()
+    slow = SlowStep(src)
+    state, history = fit(state, data, steps=steps, epochs=2, callbacks=[slow], verbose=0,
+                         mesh=mesh)
+    assert src.made == 2 * 12 and int(state.step) == 24  # every batch read once, trained
+    assert np.isfinite(history.history["loss"]).all()
+    # Read ahead of training: at most 2 waiting (prefetch) + 1 being read; 23 if unbounded.
+    assert 2 <= max(slow.ahead) <= 2 + 1, slow.ahead
+    # Host arrays alive at once: the read-ahead's (a copy to the device may still hold its
+    # host array), the one being read, the reader's last and the step's; never all 24.
+    assert src.most_live <= 2 + 3, src.most_live
+    assert streaming_threads() == []
+
+
+class StopAt(Callback):
+    """Sets `event` (as SIGTERM does in the runner) after batch `step` of epoch `epoch`."""
+
+    def __init__(self, event: threading.Event, epoch: int, step: int):
+        self.event, self.at, self.epoch = event, (epoch, step), -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch + 1) == self.at:
+            self.event.set()
+
+
+def test_a_streamed_epoch_interrupted_mid_way_resumes_exactly(mesh, tmp_path):
+    files, labels, names = list_image_files(write_image_folder(tmp_path / "d", per_class=12))
+    src = FolderSource(files, labels, names, DecodeSpec((8, 8)))
+    data = make_batch_source(src, batch_size=4, seed=3, mesh=mesh, device_budget_bytes=0)
+    assert isinstance(data, StreamingBatches) and data.steps_per_epoch == 6
+    _, steps = tiny_setup()
+    # A fresh initial state for each fit: on a 4-device mesh fit donates the caller's arrays.
+    reference, _ = fit(tiny_setup()[0], data, steps=steps, epochs=2, verbose=0, mesh=mesh)
+    backup = BackupOptions(tmp_path / "backup", every_steps=4)  # none due at the stop
+    stop = threading.Event()
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        fit(tiny_setup()[0], data, steps=steps, epochs=2, verbose=0, mesh=mesh, backup=backup,
+            interrupt=stop, callbacks=[StopAt(stop, epoch=1, step=3)])
+    assert (interrupted.value.epoch, interrupted.value.step_in_epoch) == (1, 3)
+    resumed, _ = fit(tiny_setup()[0], data, steps=steps, epochs=2, verbose=0, mesh=mesh,
+                     backup=backup)
+    assert int(resumed.step) == 12
+    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_array_equal(a, b)

@@ -169,3 +169,29 @@ def test_a_full_disk_at_the_end_loses_no_result(tmp_path, monkeypatch, capsys):
     assert f"test accuracy {results['test_accuracy']:.4f}" in capsys.readouterr().out
     assert list((tmp_path / "run" / "final").iterdir()) == []  # no temporary left behind
     assert any("could not be saved" in str(w.message) for w in caught)
+
+
+def test_slow_data_preparation_shows_progress_unless_verbose_is_0(tmp_path, capsys,
+                                                                  monkeypatch):
+    import dataclasses
+    import itertools
+
+    import convjax.data.progress as progress
+
+    data = _tiny_dataset(tmp_path / "data")
+    ticks = itertools.count(0.0, 3.0)
+    monkeypatch.setattr(progress, "clock", lambda: next(ticks))  # 3 s a reading: all slow
+    for verbose in (0, 1):
+        cfg = _tiny_config(data, tmp_path / f"cache{verbose}")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1,
+                                                                 verbose=verbose))
+        train_and_evaluate(cfg, tmp_path / f"run{verbose}")
+        err = capsys.readouterr().err
+        shown = [line for line in err.splitlines() if line.startswith("decoding")]
+        if verbose:  # each split read (decoded or from the cache) as it goes on the device
+            assert {line.split(":")[0] for line in shown} == {
+                "decoding train", "decoding validation", "decoding test",
+                "decoding train (evaluation sample)"}
+            assert "decoding train: 12/12 images in 6 s" in shown
+        else:
+            assert shown == [], err

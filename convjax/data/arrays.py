@@ -1,8 +1,9 @@
-"""In-memory datasets: uint8 NHWC images and int32 labels, and how to split them.
+"""In-memory datasets: uint8 NHWC images (or float32 features) and int32 labels.
 
-Pure (numpy only, no I/O). Sources that fit in memory (tfds, decoded image folders, user
-arrays) end up as an `ArraySource`, a random-access `Source` (source.py) like `FolderSource`,
-so the batch sources never care where the data came from.
+Pure (numpy only, no I/O). Sources that are read whole (tfds, user arrays, a folder decoded by
+`load_image_folder`) are an `ArraySource`, a random-access `Source` (source.py) like
+`FolderSource`, so the batch sources never care where the data came from. Splitting and
+sampling are splits.py's rules, shared with `FolderSource`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from convjax.data.splits import sample
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,8 @@ class ArraySource:
 
     def sample(self, n: int, seed: int) -> ArraySource:
         """`n` examples drawn without replacement (all when n <= 0 or n >= len), in their
-        original order. Random, not the first n: folder sources are sorted by class."""
-        if n <= 0 or n >= len(self):
-            return self
-        picked = np.random.default_rng(seed).choice(len(self), n, replace=False)
-        return self.subset(np.sort(picked))
+        original order (splits.py: the same rule as `FolderSource.sample`)."""
+        return sample(self, n, seed)
 
 
 def from_arrays(images, labels, class_names: tuple[str, ...] | None = None) -> ArraySource:
@@ -74,20 +74,3 @@ def from_arrays(images, labels, class_names: tuple[str, ...] | None = None) -> A
     if class_names is None:
         class_names = tuple(str(i) for i in range(int(labels.max()) + 1))
     return ArraySource(images, labels, tuple(class_names))
-
-
-def split_validation(
-    source: ArraySource, fraction: float, seed: int
-) -> tuple[ArraySource, ArraySource | None]:
-    """Holds out `fraction` of the examples (shuffled with `seed`) for validation.
-
-    Unlike Keras's `validation_split` in `fit` (which takes the *last* examples unshuffled),
-    the split is random, so sorted-by-class sources still get every class in both halves.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation_split must be in [0, 1), got {fraction}")
-    if fraction == 0.0:
-        return source, None
-    order = np.random.default_rng(seed).permutation(len(source))
-    n_val = max(1, int(round(fraction * len(source))))
-    return source.subset(np.sort(order[n_val:])), source.subset(np.sort(order[:n_val]))

@@ -26,6 +26,10 @@ class DataConfig:
     train_limit: int = 0  # use only the first N training examples (0 = all); for quick runs
     test_limit: int = 0  # likewise for the test split
     cache_dir: str = ""  # decoded-image cache; "" = $CONVJAX_CACHE or ~/.cache/convjax
+    # A split larger than the budget is sharded over the devices if a share fits, else
+    # streamed from the host batch by batch; automatic is a quarter of the smallest device's
+    # memory (2 GiB where the backend does not say, e.g. CPU).
+    device_memory_budget_mb: float = 0.0  # MiB a split may take per device, else streamed; 0=auto
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -33,3 +37,5 @@ class DataConfig:
         require(0 <= self.validation_split < 1, self, "validation_split", "in [0, 1)")
         require(self.train_limit >= 0, self, "train_limit", ">= 0 (0: all)")
         require(self.test_limit >= 0, self, "test_limit", ">= 0 (0: all)")
+        require(self.device_memory_budget_mb >= 0, self, "device_memory_budget_mb",
+                ">= 0 (0: automatic)")

@@ -4,9 +4,10 @@ I/O. Listing follows `keras.utils.image_dataset_from_directory` exactly: classes
 sub-directory names (hidden ones skipped; a symlinked class directory counts), each class
 directory is walked recursively with `os.walk`, the walk sorted by directory path (so `cat/a/`,
 `cat/a-b/`, `cat/a/x/`: not depth-first, but as Keras does), files sorted within a directory,
-and only .jpg/.jpeg/.png/.bmp/.gif files (any case) kept. `load_image_folder` decodes a whole
-folder into an `ArraySource` (through `FolderSource`, with its thread pool and cache);
-`resolve_folder` extracts a `.tar.gz` archive once.
+and only .jpg/.jpeg/.png/.bmp/.gif files (any case) kept. `open_image_folder` lists a folder as a
+random-access `FolderSource` (decoded on demand, through its thread pool and cache);
+`load_image_folder` decodes a whole folder into an `ArraySource`; `resolve_folder` extracts a
+`.tar.gz` archive once. The slow first times (extracting, decoding) show their progress.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import os
 import shutil
 import tarfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from convjax.data.arrays import ArraySource
 from convjax.data.decode import DecodeSpec
 from convjax.data.folder_cache import default_cache_dir, resolve_cache_dir
 from convjax.data.folder_source import FolderSource
+from convjax.data.progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -77,17 +80,33 @@ def load_image_folder(
     cache_dir: str | Path | None | bool = None,
     on_error: str = "skip",
     interpolation: str = "bilinear",
+    progress: bool = True,
 ) -> ArraySource:
     """Every image under `root/<class>/`, decoded (or read from the cache) into memory.
 
     `cache_dir=None` uses `$CONVJAX_CACHE` or `~/.cache/convjax`; `False` disables caching.
     Unreadable files are skipped with a warning naming them (`on_error="raise"` stops instead).
+    A decode that takes more than a few seconds shows its progress on stderr (unless
+    `progress=False`). For data larger than memory, use `open_image_folder` and a batch source.
     """
+    source = open_image_folder(root, image_size, color_mode, cache_dir, on_error, interpolation)
+    return source.to_array_source(progress, name=f"{Path(root).name}/")
+
+
+def open_image_folder(
+    root: str | Path,
+    image_size: tuple[int, int] = (32, 32),
+    color_mode: str = "rgb",
+    cache_dir: str | Path | None | bool = None,
+    on_error: str = "skip",
+    interpolation: str = "bilinear",
+) -> FolderSource:
+    """The images under `root/<class>/` as a random-access `FolderSource`: listed now,
+    decoded (or read from the cache) only when asked for. Arguments as `load_image_folder`."""
     files, labels, classes = list_image_files(root)
     spec = DecodeSpec(tuple(image_size), color_mode, interpolation)
-    source = FolderSource(files, labels, classes, spec, cache_dir=resolve_cache_dir(cache_dir),
-                          on_error=on_error)
-    return source.to_array_source()
+    return FolderSource(files, labels, classes, spec, cache_dir=resolve_cache_dir(cache_dir),
+                        on_error=on_error)
 
 
 # What a truncated or damaged .tar(.gz) raises part-way: gzip's EOFError ("Compressed file
@@ -95,14 +114,19 @@ def load_image_folder(
 CORRUPT_ARCHIVE_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, tarfile.TarError)
 
 
-def extract_archive(path: Path, dest: Path) -> None:
+def extract_archive(path: Path, dest: Path, progress: bool = True) -> None:
     """Extracts `path` beside `dest`, then renames: a killed extraction never looks complete,
-    and a failed one leaves nothing behind."""
+    and a failed one leaves nothing behind. One that takes more than a few seconds shows its
+    progress on stderr (unless `progress=False`): files so far and the share of the archive
+    read (counting its files first would mean decompressing it twice)."""
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    size = max(1, path.stat().st_size)
     try:
-        with tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")
+        with (open(path, "rb") as raw, tarfile.open(fileobj=raw) as tar,
+              Progress(f"extracting {path.name}", enabled=progress, check_every=100,
+                       fraction=lambda: raw.tell() / size) as shown):
+            tar.extractall(tmp, members=_counted(tar, shown), filter="data")
         os.replace(tmp, dest)
     except BaseException as err:  # a full disk or Ctrl-C too: never leave a partial tree
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +138,15 @@ def extract_archive(path: Path, dest: Path) -> None:
         raise
 
 
-def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Path:
+def _counted(tar: tarfile.TarFile, shown: Progress) -> Iterator[tarfile.TarInfo]:
+    """The archive's members, as `extractall` reads them, counting its files."""
+    for member in tar:
+        shown.update(member.isfile())
+        yield member
+
+
+def resolve_folder(path: str | Path, cache_dir: str | Path | None = None,
+                   progress: bool = True) -> Path:
     """A folder as is; a `.tar.gz` archive is extracted once into the cache and that folder
     returned (so the shared data archives can be used without unpacking by hand)."""
     path = Path(path)
@@ -129,7 +161,7 @@ def resolve_folder(path: str | Path, cache_dir: str | Path | None = None) -> Pat
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     dest = cache_root / "archives" / key.hexdigest()[:16]
     if not dest.exists():
-        extract_archive(path, dest)
+        extract_archive(path, dest, progress)
     entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
     # Archives usually hold one top-level folder (e.g. cifar10/): return it.
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest

@@ -5,6 +5,8 @@ directory.py), the labels and a `DecodeSpec`; `get_batch` decodes a batch's file
 pool (PIL releases the GIL while decoding and resizing, so threads use every core without
 copying pixels between processes). With a cache folder, every decoded row also goes to the
 decoded-array cache (`folder_cache.FolderCache`), and a complete cache is read instead.
+`subset(indices)` (a train/validation split, a sample) keeps only some files and reads
+through the same cache, so the splits of one folder fill, and later read, one cache.
 
 Unreadable files, with `on_error="skip"` (the default): `len` is the number of files, fixed,
 so the steps of an epoch never change. File i, if unreadable, is served as the next readable
@@ -17,6 +19,7 @@ decodes everything, so it knows). With `on_error="raise"` the first one raises
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import warnings
@@ -30,6 +33,10 @@ import numpy as np
 from convjax.data.arrays import ArraySource
 from convjax.data.decode import BadImageError, DecodeSpec, decode_image
 from convjax.data.folder_cache import FolderCache
+from convjax.data.progress import Progress
+from convjax.data.splits import sample
+
+DECODE_CHUNK = 1024  # files decoded per thread-pool call by `to_array_source` (progress steps)
 
 
 class SkippedImagesWarning(UserWarning):
@@ -63,6 +70,11 @@ class FolderSource:
         # row_of[i] is the rank of file i's path (argsort of an argsort).
         self.row_of = np.argsort(np.argsort(np.asarray(self.file_paths, dtype=object),
                                             kind="stable"))
+        self._shared = (None if self.cache_dir is None else
+                        _SharedCache(self.cache_dir / "folders", self.file_paths, spec))
+        self._start_bookkeeping()
+
+    def _start_bookkeeping(self) -> None:
         self._lock = threading.Lock()  # guards _cache and _bad (threads of several batches)
         self._cache: FolderCache | None = None
         self._bad: dict[int, str] = {}  # file index -> why it is unreadable, as found
@@ -92,11 +104,34 @@ class FolderSource:
             images[k] = image
         return images, self.labels[np.asarray([j for j, _, _ in results], np.int64)]
 
-    def to_array_source(self) -> ArraySource:
-        """Every readable image in file order, in memory; unreadable files are left out."""
+    def subset(self, indices: np.ndarray) -> FolderSource:
+        """The files at `indices`, in that order: a split or sample taken on the file list,
+        before any decoding. It reads through the same cache (one per folder, whichever
+        subsets are used) and, like any source, serves an unreadable file as the next
+        readable one of its own files."""
+        indices = np.asarray(indices, np.int64)
+        view = copy.copy(self)
+        view.file_paths = [self.file_paths[i] for i in indices.tolist()]
+        view.labels, view.row_of = self.labels[indices], self.row_of[indices]
+        view._start_bookkeeping()
+        return view
+
+    def sample(self, n: int, seed: int) -> FolderSource:
+        """`n` files drawn without replacement (all when n <= 0 or n >= len), in their
+        original order: the same rule, hence the same examples, as `ArraySource.sample`."""
+        return sample(self, n, seed)
+
+    def to_array_source(self, progress: bool = True, name: str = "images") -> ArraySource:
+        """Every readable image in file order, in memory; unreadable files are left out.
+        A decode that takes more than a few seconds shows its progress on stderr."""
         if (self.labels < 0).any():
             raise ValueError("an ArraySource needs labels; this dataset has labels=None")
-        loaded = self._map(self._try_load, range(len(self)))
+        loaded = []
+        with Progress(f"decoding {name}", len(self), "images", enabled=progress) as shown:
+            for start in range(0, len(self), DECODE_CHUNK):
+                loaded += self._map(self._try_load, range(start, min(start + DECODE_CHUNK,
+                                                                     len(self))))
+                shown.update(len(loaded) - shown.done)
         self._record([(i, str(r)) for i, r in enumerate(loaded) if isinstance(r, Exception)])
         kept = [i for i, r in enumerate(loaded) if not isinstance(r, Exception)]
         if not kept:
@@ -178,13 +213,33 @@ class FolderSource:
 
     def _opened_cache(self) -> FolderCache | None:
         """The cache, opened on first use (hashing every file's identity takes a while)."""
-        if self.cache_dir is None:
+        if self._shared is None:
             return None
         with self._lock:
             if self._cache is None:
-                self._cache = FolderCache(self.cache_dir / "folders", sorted(self.file_paths),
-                                          self.spec)
-                file_of_row = np.argsort(self.row_of)
-                for row, why in self._cache.recorded_bad.items():
-                    self._bad[int(file_of_row[row])] = f"{why} (recorded in the cache)"
+                self._cache = self._shared.opened()
+                recorded = self._cache.recorded_bad
+                if recorded:  # rows of the folder -> this source's files (a subset's too)
+                    files_of_row: dict[int, list[int]] = {}
+                    for i, row in enumerate(self.row_of.tolist()):
+                        files_of_row.setdefault(row, []).append(i)
+                    for row, why in recorded.items():
+                        for i in files_of_row.get(row, []):
+                            self._bad[i] = f"{why} (recorded in the cache)"
+            return self._cache
+
+
+class _SharedCache:
+    """A folder's `FolderCache`, opened once by whichever of the folder's sources (the whole
+    folder or any subset) reads first; its rows are the whole folder's, in sorted-path order."""
+
+    def __init__(self, folder: Path, file_paths: Sequence[str], spec: DecodeSpec):
+        self.folder, self.sorted_paths, self.spec = folder, sorted(file_paths), spec
+        self._lock = threading.Lock()
+        self._cache: FolderCache | None = None
+
+    def opened(self) -> FolderCache:
+        with self._lock:
+            if self._cache is None:
+                self._cache = FolderCache(self.folder, self.sorted_paths, self.spec)
             return self._cache
