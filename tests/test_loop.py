@@ -260,6 +260,17 @@ def test_predict_compiles_once_for_a_ragged_last_batch():
     assert steps.predict._cache_size() == 1
 
 
+def test_callers_state_survives_fit_on_4_devices():
+    _, steps = tiny_parts()
+    state = tiny_setup()[0]
+    before = jax.device_get(state.params)
+    mesh = make_mesh()
+    fit(state, array_batches(tiny_data()[0], 8, mesh=mesh), steps=steps, epochs=1, verbose=0,
+        mesh=mesh)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)  # "Array has been deleted" when fit aliased it
+
+
 def test_callers_state_survives_fit():
     # fit donates buffers to its steps; it must work on a copy, not the caller's arrays.
     state, _ = tiny_parts()
