@@ -156,9 +156,9 @@ class TransferTrainConfig:
     config_key: ClassVar[str] = "train"
     seed: int = 0  # one seed for init, data order, dropout and the photo sample
     batch_size: int = 32  # global batch (split over devices)
-    # Not larger by default: one padded batch of 500 at 224x224 needed 4.5 GiB of XLA
-    # temporaries for EfficientNet-Lite0 (the 7 GB peak of `--limit 64` runs).
-    eval_batch_size: int = 64  # validation and feature-extraction batch
+    # Memory grows with it: a batch of 500 at 224x224 needs 4.5 GiB of XLA temporaries for
+    # EfficientNet-Lite0 (the old experiment's 7 GB peak); 32 needs 0.3 GiB, as training does.
+    eval_batch_size: int = 32  # validation and feature-extraction batch
     verbose: Literal[0, 1, 2] = 1  # 0 silent, 1 progress bar, 2 one line per epoch (Keras fit)
     backup_every_steps: int = 50  # also back up every N steps; 0 = at epoch ends only
     compilation_cache: bool = True  # persistent JAX compilation cache in $CONVJAX_CACHE/jax

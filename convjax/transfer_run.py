@@ -20,11 +20,13 @@ split: a padded batch of 500 for 64 photos was the 7 GB peak of the old experime
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from convjax import checkpoint
@@ -98,6 +100,7 @@ def run_transfer(cfg: TransferExperimentConfig, workdir: str | Path,
                 phases[name] = sub.results()
             else:
                 phases[name] = PHASES[name](ctx, sub, stop)
+                _release_programs()
     notes = [r["weights"] for r in phases.values() if "weights" in r]
     results = {
         "config": config_to_dict(cfg), "seed": cfg.train.seed, "backbone": cfg.transfer.backbone,
@@ -267,6 +270,14 @@ def _fit_phase(ctx: _Context, sub: Run, plan: PhasePlan, train: ArraySource,
     write_json_atomic(sub.workdir / RESULTS, results)  # first: the result survives a full disk
     save_final(sub, state, results)
     return results
+
+
+def _release_programs() -> None:
+    """Drops the finished phase's compiled programs (each phase compiles its own; the disk
+    compilation cache keeps them), so the next phase starts from the same memory."""
+    gc.collect()
+    jax.clear_caches()
+    gc.collect()
 
 
 def _report(cfg: TransferExperimentConfig, results: dict[str, Any], note: str) -> None:

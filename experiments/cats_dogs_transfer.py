@@ -56,7 +56,7 @@ def config() -> TransferExperimentConfig:
             scratch=ScratchPhase(epochs=10, learning_rate=1e-3, image_size=(150, 150)),
         ),
         data=TransferDataConfig(folder=""),  # CONVJAX_DATA or --set data.folder=...
-        train=TransferTrainConfig(seed=0, batch_size=32, eval_batch_size=64),
+        train=TransferTrainConfig(seed=0, batch_size=32, eval_batch_size=32),
     )
 
 
