@@ -140,6 +140,9 @@ class _Context:
             self._photos = (tuple(image_size), (train, val))
         return self._photos[1]
 
+    def eval_batch_size(self, n: int) -> int:
+        return eval_batch_size(self.cfg.train.eval_batch_size, n, self.mesh.devices.size)
+
     def feature_cache(self) -> Path:
         configured = self.cfg.phases.features.cache_dir
         return Path(configured) if configured else Path(
@@ -180,7 +183,7 @@ def _features(ctx: _Context, sub: Run, stop: Stop) -> dict[str, Any]:
     t0 = time.perf_counter()
     extract = functools.partial(cached_features, backbone=bb.model, variables=bb.variables,
                                 normalization=bb.preprocess, cache_dir=ctx.feature_cache(),
-                                batch_size=_eval_batch_size(ctx, len(train)))
+                                batch_size=ctx.eval_batch_size(len(train)))
     (f_train, hit), (f_val, _) = extract(train), extract(val)
     extra = {"extract_seconds": round(time.perf_counter() - t0, 2), "features_from_cache": hit,
              "weights": bb.note}
@@ -226,11 +229,10 @@ def _final_state(phase_dir: Path, like: PhasePlan):
     return state
 
 
-def _eval_batch_size(ctx: _Context, n: int) -> int:
-    """`train.eval_batch_size`, but no larger than `n` examples need (rounded up to the
-    device count): padding a small split to a big batch only costs memory."""
-    devices = ctx.mesh.devices.size
-    return -(-min(ctx.cfg.train.eval_batch_size, n) // devices) * devices
+def eval_batch_size(requested: int, n: int, devices: int) -> int:
+    """`requested` (train.eval_batch_size), but no larger than `n` examples need, rounded up
+    to a multiple of `devices`: padding a small split to a big batch only costs memory."""
+    return -(-min(requested, n) // devices) * devices
 
 
 def _fit_phase(ctx: _Context, sub: Run, plan: PhasePlan, train: ArraySource,
@@ -241,7 +243,7 @@ def _fit_phase(ctx: _Context, sub: Run, plan: PhasePlan, train: ArraySource,
     cfg, mesh = ctx.cfg, ctx.mesh
     train_batches = make_batch_source(train, batch_size=cfg.train.batch_size,
                                       seed=cfg.train.seed, mesh=mesh)
-    val_batches = make_batch_source(val, batch_size=_eval_batch_size(ctx, len(val)), seed=0,
+    val_batches = make_batch_source(val, batch_size=ctx.eval_batch_size(len(val)), seed=0,
                                     mesh=mesh, shuffle=False)
     timer = RunTimer()
     text = summary(plan.model, plan.input_shape)
