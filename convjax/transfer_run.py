@@ -48,7 +48,7 @@ from convjax.loop import TrainingInterrupted, fit
 from convjax.models.summary import summary
 from convjax.provenance import provenance
 from convjax.rundir import FINAL, RESULTS, Run, open_run, write_json_atomic
-from convjax.sharding import make_mesh
+from convjax.sharding import make_mesh, replicated
 from convjax.train import Interrupted, enable_compilation_cache, save_final, stop_on_signals
 from convjax.transfer_config import TransferExperimentConfig
 from convjax.transfer_phases import (
@@ -202,9 +202,7 @@ def _frozen(ctx: _Context, sub: Run, stop: Stop) -> dict[str, Any]:
 def _finetune(ctx: _Context, sub: Run, stop: Stop) -> dict[str, Any]:
     bb, (train, val) = ctx.backbone, ctx.photos(ctx.image_size)
     shape, classes = train.image_shape, len(train.class_names)
-    frozen = _final_state(ctx.workdir / "frozen", frozen_plan(ctx.cfg, bb, shape, classes))
-    start = {"params": frozen.params, "batch_stats": frozen.batch_stats}
-    plan = finetune_plan(ctx.cfg, bb, shape, classes, start)
+    plan = finetune_plan(ctx.cfg, bb, shape, classes, _frozen_weights(ctx, shape, classes))
     return _fit_phase(ctx, sub, plan, train, val, ctx.cfg.phases.finetune.epochs, stop,
                       {"weights": bb.note})
 
@@ -219,14 +217,20 @@ PHASES = {"features": _features, "frozen": _frozen, "finetune": _finetune,
           "scratch": _scratch}
 
 
-def _final_state(phase_dir: Path, like: PhasePlan):
-    """A finished phase's final train state, restored into the structure of `like`."""
-    if not (phase_dir / RESULTS).exists() or not (phase_dir / FINAL).is_dir():
+def _frozen_weights(ctx: _Context, shape: tuple[int, ...], classes: int) -> dict[str, Any]:
+    """The frozen phase's final params and batch stats, restored into an abstract copy of its
+    state (no second set of weights and Adam moments is built just to be overwritten)."""
+    final = ctx.workdir / "frozen" / FINAL
+    if not (final.parent / RESULTS).exists() or not final.is_dir():
         raise FileNotFoundError(f"fine-tuning starts from the frozen phase's final state, "
-                                f"not found in {phase_dir / FINAL}")
-    with checkpoint.make_manager(phase_dir / FINAL) as manager:
-        state, _ = checkpoint.restore(manager, like=like.state)
-    return state
+                                f"not found in {final}")
+    abstract = jax.eval_shape(lambda: frozen_plan(ctx.cfg, ctx.backbone, shape, classes).state)
+    sharding = replicated(ctx.mesh)
+    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                        abstract)
+    with checkpoint.make_manager(final) as manager:
+        state, _ = checkpoint.restore(manager, like=like)
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def eval_batch_size(requested: int, n: int, devices: int) -> int:

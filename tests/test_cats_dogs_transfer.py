@@ -97,9 +97,12 @@ def _smoke(photos: Path, *overrides: str):
                            [f"data.folder={photos}", "train.verbose=2", *overrides])
 
 
-def test_a_killed_run_resumes_the_phase_it_was_in(tmp_path, photos, monkeypatch, capsys):
+def test_a_killed_run_resumes_its_phase_and_finetune_starts_from_frozen(tmp_path, photos,
+                                                                        monkeypatch, capsys):
     monkeypatch.setenv("CONVJAX_CACHE", str(tmp_path / "cache"))
-    cfg = _smoke(photos, "phases.finetune.enabled=false", "phases.scratch.enabled=false")
+    # Fine-tuning with the head frozen: its head must be the frozen phase's, bit for bit.
+    cfg = _smoke(photos, "phases.finetune.trainable=['backbone/block2']",
+                 "phases.scratch.enabled=false")
     workdir = tmp_path / "run"
     original = transfer_run.PHASES["frozen"]
 
@@ -122,8 +125,14 @@ def test_a_killed_run_resumes_the_phase_it_was_in(tmp_path, photos, monkeypatch,
     assert "phase features: finished earlier" in out
     assert "resuming at epoch 1, step 1" in out  # the frozen phase, from its backup
     assert (workdir / "features" / "results.json").read_text() == features_results
-    assert list(results["phases"]) == ["features", "frozen"]
+    assert list(results["phases"]) == ["features", "frozen", "finetune"]
     assert results["phases"]["frozen"]["resumed"] is True
+    frozen, finetune = _final_tree(workdir / "frozen"), _final_tree(workdir / "finetune")
+    for a, b in zip(jax.tree.leaves(frozen["params"]["head"]),
+                    jax.tree.leaves(finetune["params"]["head"]), strict=True):
+        np.testing.assert_array_equal(a, b)  # fine-tuning continued from the frozen result
+    assert not np.array_equal(frozen["params"]["backbone"]["block2"]["kernel"],
+                              finetune["params"]["backbone"]["block2"]["kernel"])
 
 
 def test_help_lists_every_key_and_set_reaches_the_runner(capsys):
