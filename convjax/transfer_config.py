@@ -77,7 +77,7 @@ class FrozenPhase:
     enabled: bool = True  # run this phase
     epochs: int = 2  # passes over the photos
     learning_rate: float = 1e-3  # Adam, constant
-    trainable: tuple[str, ...] = ("head",)  # parameter path globs that train, e.g. "head"
+    trainable: tuple[str, ...] = ("head",)  # path globs that train: "['head', 'backbone/x*']"
 
     def __post_init__(self) -> None:
         _check_phase(self)
@@ -92,7 +92,7 @@ class FinetunePhase:
     enabled: bool = True  # run this phase (needs phases.frozen.enabled)
     epochs: int = 1  # passes over the photos
     learning_rate: float = 1e-4  # Adam, constant; 10x below the frozen phase's
-    trainable: tuple[str, ...] = ()  # path globs that train; () = "head" + backbone's top blocks
+    trainable: tuple[str, ...] = ()  # path globs that train; () = head + backbone's top blocks
 
     def __post_init__(self) -> None:
         _check_phase(self)
