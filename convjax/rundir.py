@@ -28,14 +28,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from convjax.config import Config, config_diff, config_from_dict, config_to_dict
+from convjax.config import ConfigError, config_diff, config_from_dict, config_to_dict
 
 CONFIG, RESULTS, BACKUP, FINAL = "config.json", "results.json", "backup", "final"
 # Keys that change how a run is shown, where data and caches sit or how its processes join,
 # not what it computes (a streamed split trains bit-identically to one on the devices): a rerun
 # may change them and still continue the run, e.g. on a machine with less device memory.
 NOT_COMPARED = ("train.verbose", "train.compilation_cache", "data.cache_dir",
-                "data.device_memory_budget_mb", "dist.")
+                "data.device_memory_budget_mb", "dist.", "phases.features.cache_dir")
 
 
 class RunRefused(ValueError):
@@ -58,10 +58,11 @@ class Run:
 STATUSES = ("new", "unfinished", "finished")
 
 
-def open_run(cfg: Config, workdir: str | Path, restart: bool = False) -> Run:
-    """What to do with `workdir` for `cfg` (see the module docstring); creates a new run's
-    directory and config.json. With several processes only process 0 calls it (the runner
-    passes its status to the others)."""
+def open_run(cfg: Any, workdir: str | Path, restart: bool = False) -> Run:
+    """What to do with `workdir` for `cfg` (a `Config`, or any config dataclass tree such as
+    a transfer run's; see the module docstring); creates a new run's directory and
+    config.json. With several processes only process 0 calls it (the runner passes its
+    status to the others)."""
     workdir = Path(workdir)
     if restart and workdir.exists() and any(workdir.iterdir()):
         moved = _move_aside(workdir)
@@ -73,13 +74,17 @@ def open_run(cfg: Config, workdir: str | Path, restart: bool = False) -> Run:
     return Run(workdir, status)
 
 
-def _status(cfg: Config, workdir: Path) -> str:
+def _status(cfg: Any, workdir: Path) -> str:
     if not workdir.exists() or not any(workdir.iterdir()):
         return "new"
     if not (workdir / CONFIG).exists():
         raise RunRefused(f"{workdir} is not empty and holds no {CONFIG}: not a convjax run; "
                          "choose another --workdir, or --restart to move its contents aside")
-    saved = config_from_dict(json.loads((workdir / CONFIG).read_text()))
+    try:
+        saved = config_from_dict(json.loads((workdir / CONFIG).read_text()), type(cfg))
+    except ConfigError as err:  # e.g. a CNN run's workdir given to a transfer experiment
+        raise RunRefused(f"{workdir} holds a run of another kind of experiment ({err}); "
+                         "choose another --workdir, or --restart") from None
     differences = [d for d in config_diff(saved, cfg) if not d.startswith(NOT_COMPARED)]
     if differences:
         raise RunRefused(f"{workdir} holds a run with another config ({'; '.join(differences)});"

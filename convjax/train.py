@@ -252,7 +252,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
     _report(cfg, results, "")
     if dist.is_writer():
         write_json_atomic(run.workdir / RESULTS, results)  # first: survives a full disk
-    _save_final(run, state, results)
+    save_final(run, state, results)
     return results
 
 
@@ -270,7 +270,7 @@ def _open_run(cfg: Config, workdir: str | Path, restart: bool) -> Run:
     return run or Run(Path(workdir), STATUSES[code])
 
 
-def _save_final(run: Run, state: TrainState, results: dict[str, Any]) -> None:
+def save_final(run: Run, state: TrainState, results: dict[str, Any]) -> None:
     """The final state, then the backups go (the final state replaces them)."""
     try:
         checkpoint.save_state(run.workdir / FINAL, state, {"epochs_run": results["epochs_run"]})
