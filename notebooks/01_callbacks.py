@@ -49,7 +49,6 @@ from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
-from course import SMOKE, fresh_workdir, image_root, table
 from IPython.display import display
 
 from convjax import checkpoint
@@ -69,6 +68,7 @@ from convjax.optim import make_optimizer, make_schedule
 from convjax.sharding import make_mesh
 from convjax.steps import make_steps
 from convjax.train_state import init_train_state
+from course import SMOKE, fresh_workdir, image_root, table
 
 SCALE = SimpleNamespace(  # what differs between full and smoke scale
     images=16 if SMOKE else 300,  # per class (10 classes), before the validation split

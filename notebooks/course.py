@@ -12,7 +12,8 @@ I/O (reads the shared archives, writes small image folders). Used by the noteboo
   Smoke scale: a tiny copy of the first `per_class` photos of each class of each split, read
   straight from the archive, or, without the archive, synthetic pictures whose class is their
   colour (so CI never depends on a download; under CI=true the shared data is present).
-- `table(headers, rows)`: a Markdown table for `display`.
+- `table(headers, rows)`: a Markdown table for `display`; `show_jpeg(fig)`: a figure of
+  photos shown as a JPEG (a fraction of a PNG's size in the committed notebook).
 - `fresh_workdir(name)`: `$CONVJAX_NOTEBOOK_WORKDIR/<name>` (default `runs/<name>`, relative
   to the notebook), emptied first, so a rerun never resumes or compares with an old run.
 
@@ -22,13 +23,16 @@ must not carry this machine's paths.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tarfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import Markdown
+from IPython.display import Image as ImageOutput
+from IPython.display import Markdown, display
 from PIL import Image
 
 from convjax.data import resolve_folder
@@ -109,3 +113,10 @@ def table(headers: list[str], rows: list[list]) -> Markdown:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return Markdown("\n".join(lines))
+
+
+def show_jpeg(fig: plt.Figure, quality: int = 85) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", dpi=80, bbox_inches="tight", pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(ImageOutput(data=buffer.getvalue(), format="jpeg"))
