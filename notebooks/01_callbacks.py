@@ -332,9 +332,9 @@ plt.show()
 #
 # `BackupAndRestore` asks `fit` to back the run up every `save_freq` batches (and at every
 # epoch's end): the train state, the position inside the epoch, the epoch's running metric
-# sums and every callback's state. A callback raises in the middle of the second epoch, a few
-# batches after a backup; rerunning the same `fit` restores the backup, redoes those batches
-# and finishes. The result is compared, bit for bit, with a run that was never interrupted.
+# sums and every callback's state. A callback raises in the middle of the second epoch, two
+# batches after a backup; rerunning the same `fit` restores the backup, redoes those two
+# batches and finishes. The result is compared, bit for bit, with a run that was never interrupted.
 
 
 # %%
@@ -349,8 +349,8 @@ class Crash(Callback):
             raise RuntimeError(f"simulated crash after batch {self.at}")
 
 
-save_freq = max(2, spe // 2)
-crash_at = spe + save_freq + 1  # in the second epoch, one batch after a backup
+save_freq = max(2, spe // 2)  # backups after every save_freq-th batch, counted from the start
+crash_at = (spe // save_freq + 1) * save_freq + 2  # two batches after a backup, in epoch 2
 backup_dir = WORK / "backup"
 run_args = dict(steps=steps, epochs=SCALE.resume_epochs, validation=val_batches, verbose=0)
 
