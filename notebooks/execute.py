@@ -3,9 +3,11 @@
 I/O (starts a Jupyter kernel, writes the notebook). The `.py` (jupytext percent format) is the
 source; the `.ipynb` is its executed copy, committed with its outputs:
 
-    python -m notebooks.execute 01_callbacks            # full scale (minutes)
-    python -m notebooks.execute 02_cnn --smoke           # smoke scale (seconds)
-    python -m notebooks.execute --all
+    python -m notebooks.execute 01_callbacks    # full scale (minutes): 01_callbacks.ipynb
+    python -m notebooks.execute --all --smoke    # smoke scale (seconds): runs/<name>.smoke.ipynb
+
+A smoke run never overwrites the committed full-scale copy: it is written under the runs
+folder (`$CONVJAX_NOTEBOOK_WORKDIR`, default notebooks/runs).
 
 The kernel runs in `notebooks/` with this checkout first on `PYTHONPATH` (so it imports the
 convjax beside the notebook, whatever is installed) and without pytest's fake CPU devices.
@@ -91,9 +93,15 @@ def main() -> None:
         if leaks:
             raise SystemExit(f"{name}: outputs name machine paths, not written:\n"
                              + "\n".join(leaks[:10]))
-        nbformat.write(notebook, NOTEBOOKS / f"{name}.ipynb")
+        out = NOTEBOOKS / f"{name}.ipynb"
+        if args.smoke:
+            runs = NOTEBOOKS / os.environ.get("CONVJAX_NOTEBOOK_WORKDIR", "runs")
+            out = runs / f"{name}.smoke.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, out)
         scale = "smoke" if args.smoke else "full"
-        print(f"{name}: executed at {scale} scale in {seconds:.0f} s", flush=True)
+        print(f"{name}: executed at {scale} scale in {seconds:.0f} s, written to "
+              f"{os.path.relpath(out)}", flush=True)
 
 
 if __name__ == "__main__":

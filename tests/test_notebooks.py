@@ -4,7 +4,8 @@ a machine; and every notebook runs at smoke scale (CONVJAX_NOTEBOOK_SMOKE=1).
 
 The three smoke runs start together, each in its own kernel, and each test waits for its
 own: most of a smoke run is XLA compiling on one core, so on a 2-core machine they overlap
-(about 40 s together instead of about 70 s one after the other, on the idle machine).
+(55 s together at load average 3-5 here; one after the other they would need at least their
+70 s of CPU time).
 """
 
 from concurrent.futures import ThreadPoolExecutor
