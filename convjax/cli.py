@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from convjax.config import Config, apply_overrides, leaves, validate
 from convjax.config_fields import type_name
@@ -55,13 +56,31 @@ def make_parser(cfg: Config, doc: str = "") -> argparse.ArgumentParser:
     return parser
 
 
+class Runner(Protocol):
+    def __call__(self, cfg: Any, workdir: str | Path, restart: bool = False) -> Any: ...
+
+
+def _cnn_runner() -> Runner:
+    from convjax.train import train_and_evaluate
+
+    return train_and_evaluate
+
+
 def main(
-    config: Callable[[], Config],
-    smoke: Callable[[], Config],
+    config: Callable[[], Any],
+    smoke: Callable[[], Any],
     doc: str = "",
     argv: Sequence[str] | None = None,
+    load_runner: Callable[[], Runner] = _cnn_runner,
 ) -> Any:
-    """Parses the command line, checks the whole config, then runs the experiment."""
+    """Parses the command line, checks the whole config, then runs `load_runner()(cfg,
+    workdir, restart=...)` (the CNN runner, `train.train_and_evaluate`, unless the experiment
+    names another, e.g. the transfer runner).
+
+    The runner is loaded only after the whole config is checked, so a bad value exits at once
+    (status 2, one line naming the key) without importing JAX or Orbax. A `ConfigError` the
+    runner raises before it starts (a value the data refuses) and a refused workdir exit 2;
+    SIGINT/SIGTERM exit 128 + the signal, without a traceback."""
     parser = make_parser(config(), doc)
     args = parser.parse_args(argv)
     try:
@@ -69,12 +88,13 @@ def main(
     except ValueError as err:
         parser.error(str(err))
     from convjax.config_fields import ConfigError
-    from convjax.rundir import RunRefused  # after the checks: errors come at once
-    from convjax.train import Interrupted, train_and_evaluate
+    from convjax.rundir import RunRefused
+    from convjax.train import Interrupted
 
+    run = load_runner()
     try:
-        return train_and_evaluate(cfg, args.workdir, restart=args.restart)
-    except (RunRefused, ConfigError) as err:  # ConfigError: a value the data refuses
+        return run(cfg, args.workdir, restart=args.restart)
+    except (RunRefused, ConfigError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     except Interrupted as stopped:  # SIGINT/SIGTERM: backed up; no traceback
         parser.exit(stopped.exit_code, f"{stopped}\n")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from convjax.entry import Runner, main
+from convjax.cli import Runner, main
 from convjax.transfer_config import (
     FeaturesPhase,
     FinetunePhase,
@@ -87,4 +87,4 @@ def runner() -> Runner:
 
 
 if __name__ == "__main__":
-    main(config, smoke, runner, __doc__)
+    main(config, smoke, __doc__, load_runner=runner)

@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from convjax import entry, transfer_run
+from convjax import cli, transfer_run
 from convjax.backbones import BACKBONES
 from convjax.config import apply_overrides, leaves
 from convjax.config_fields import type_name
@@ -142,8 +142,8 @@ def test_help_lists_every_key_and_set_reaches_the_runner(capsys):
         return lambda cfg, workdir, restart=False: calls.append((cfg, workdir, restart))
 
     with pytest.raises(SystemExit) as exit_:
-        entry.main(cats_dogs_transfer.config, cats_dogs_transfer.smoke, load_runner,
-                   cats_dogs_transfer.__doc__, ["--help"])
+        cli.main(cats_dogs_transfer.config, cats_dogs_transfer.smoke,
+                 cats_dogs_transfer.__doc__, ["--help"], load_runner=load_runner)
     assert exit_.value.code == 0 and calls == []
     out = capsys.readouterr().out
     for leaf in leaves(cats_dogs_transfer.config()):
@@ -151,9 +151,9 @@ def test_help_lists_every_key_and_set_reaches_the_runner(capsys):
         assert leaf.comment, f"{leaf.key} has no comment"
     assert "phases.frozen.epochs: int = 2" in out
 
-    entry.main(cats_dogs_transfer.config, cats_dogs_transfer.smoke, load_runner, "",
-               ["--workdir", "w", "--set", "phases.frozen.epochs=3", "--set",
-                "transfer.backbone=inception_v3", "--restart"])
+    cli.main(cats_dogs_transfer.config, cats_dogs_transfer.smoke, "",
+             ["--workdir", "w", "--set", "phases.frozen.epochs=3", "--set",
+              "transfer.backbone=inception_v3", "--restart"], load_runner=load_runner)
     (cfg, workdir, restart), = calls
     assert cfg.phases.frozen.epochs == 3 and cfg.transfer.backbone == "inception_v3"
     assert (workdir, restart) == ("w", True)
@@ -172,8 +172,8 @@ def test_a_bad_config_exits_2_naming_the_key(tmp_path, capsys, monkeypatch, over
     monkeypatch.delenv("CONVJAX_DATA", raising=False)
     args = ["--workdir", str(tmp_path / "w")] + [a for o in overrides for a in ("--set", o)]
     with pytest.raises(SystemExit) as exit_:
-        entry.main(cats_dogs_transfer.config, cats_dogs_transfer.smoke,
-                   cats_dogs_transfer.runner, "", args)
+        cli.main(cats_dogs_transfer.config, cats_dogs_transfer.smoke, "", args,
+                 load_runner=cats_dogs_transfer.runner)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
