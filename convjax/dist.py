@@ -105,10 +105,11 @@ def sync_every_step() -> bool:
     all-reduces go through gloo. With several local devices per process and several steps in
     flight, the devices of one process can enter the collectives of different steps, and
     the processes then wait on each other for good (measured: 2 processes x 2 devices, 50
-    steps dispatched without waiting, hung 3 times out of 3; openxla/xla#16430). Waiting for
+    steps dispatched without waiting, hung 3 times out of 3 in issue #12's measurement;
+    openxla/xla#16430). Waiting for
     each step's metric sums keeps at most one step in flight. Cost: the host no longer
-    prepares step n+1 while step n runs (on CPU, the dispatch time of one step: about a
-    millisecond per step, small beside CPU step times); GPUs and TPUs keep the overlap.
+    prepares step n+1 while step n runs (on CPU, the dispatch time of one step, not measured
+    here; small beside CPU step times); GPUs and TPUs keep the overlap.
     """
     return jax.process_count() > 1 and jax.default_backend() == "cpu"
 
