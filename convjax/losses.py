@@ -23,10 +23,18 @@ import jax.numpy as jnp
 import optax
 
 
-def l2_penalty(params: Any) -> jax.Array:
-    """sum(kernel**2) over every parameter named "kernel" (Keras's kernel_regularizer=l2)."""
+# Which kernels `l2_penalty` counts, told apart by rank: a Conv kernel is (kh, kw, cin, cout),
+# a Dense kernel (in, out), whatever the layer's name.
+L2_LAYERS = {"all": (2, 4), "conv": (4,), "dense": (2,)}
+
+
+def l2_penalty(params: Any, layers: str = "all") -> jax.Array:
+    """sum(kernel**2) over the parameters named "kernel" of the chosen `layers` ("all", "conv"
+    or "dense"): Keras's kernel_regularizer=l2 on every layer, or only on those layers."""
+    ranks = L2_LAYERS[layers]
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    kernels = [x for path, x in leaves if getattr(path[-1], "key", None) == "kernel"]
+    kernels = [x for path, x in leaves
+               if getattr(path[-1], "key", None) == "kernel" and x.ndim in ranks]
     return sum((jnp.sum(jnp.square(k.astype(jnp.float32))) for k in kernels),
                start=jnp.zeros((), jnp.float32))
 

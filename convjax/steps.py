@@ -48,7 +48,8 @@ class StepConfig:
     tx: optax.GradientTransformation
     normalization: Normalization = RESCALE
     augment: AugmentConfig | None = None
-    l2: float = 0.0  # Keras kernel_regularizer=l2(l2) on every kernel
+    l2: float = 0.0  # Keras kernel_regularizer=l2(l2) on the kernels of `l2_layers`
+    l2_layers: str = "all"  # "all", "conv" or "dense" (losses.L2_LAYERS)
     ema_momentum: float = 0.0  # >0: state.ema_params tracks the params
     class_weights: tuple[float, ...] | None = None  # training loss weight of each class
     num_classes: int = 0  # >0: evaluation also counts the (C, C) confusion matrix
@@ -75,7 +76,7 @@ def _loss_and_grads(cfg: StepConfig, state: TrainState, inputs: jax.Array, label
             variables(params, state.batch_stats), inputs, train=True,
             rngs={"dropout": dropout_key}, mutable=["batch_stats"],
         )
-        penalty = cfg.l2 * l2_penalty(params) if cfg.l2 else 0.0
+        penalty = cfg.l2 * l2_penalty(params, cfg.l2_layers) if cfg.l2 else 0.0
         weights = jnp.ones(labels.shape[0], jnp.float32)
         sample_weights = (None if cfg.class_weights is None
                           else jnp.asarray(cfg.class_weights, jnp.float32)[labels])
@@ -125,7 +126,7 @@ def eval_step(cfg: StepConfig, params: Any, batch_stats: Any, batch: Batch) -> M
                              train=False)
     labels = batch["label"]
     weights = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32)).astype(jnp.float32)
-    penalty = cfg.l2 * l2_penalty(params) if cfg.l2 else 0.0
+    penalty = cfg.l2 * l2_penalty(params, cfg.l2_layers) if cfg.l2 else 0.0
     sums = classification_sums(logits, labels, weights, penalty)
     if cfg.top_k:
         sums["top_k_correct"] = jnp.sum(top_k_hits(logits, labels, cfg.top_k) * weights)
@@ -181,6 +182,7 @@ def make_steps(
     normalization: Normalization | None = None,
     augment: AugmentConfig | None = None,
     l2: float = 0.0,
+    l2_layers: str = "all",
     ema_momentum: float = 0.0,
     class_weights: tuple[float, ...] | None = None,
     num_classes: int = 0,
@@ -196,7 +198,7 @@ def make_steps(
     if class_weights is not None and num_classes and len(class_weights) != num_classes:
         raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
     cfg = StepConfig(model=model, tx=tx, normalization=normalization, augment=augment, l2=l2,
-                     ema_momentum=ema_momentum,
+                     l2_layers=l2_layers, ema_momentum=ema_momentum,
                      class_weights=None if class_weights is None else tuple(class_weights),
                      num_classes=num_classes, top_k=top_k if num_classes > top_k else 0)
     return Steps(

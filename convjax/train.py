@@ -104,6 +104,7 @@ def build(cfg: Config, image_shape: tuple[int, ...], steps_per_epoch: int,
     key = jax.random.key(cfg.train.seed)
     state = init_train_state(model, tx, key, image_shape, ema=cfg.train.ema_momentum > 0)
     steps = make_steps(model=model, tx=tx, augment=cfg.augment, l2=cfg.model.l2,
+                       l2_layers=cfg.model.l2_layers,
                        ema_momentum=cfg.train.ema_momentum, class_weights=class_weights,
                        num_classes=num_classes, top_k=cfg.train.top_k)
     return model, state, steps

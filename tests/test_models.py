@@ -97,6 +97,16 @@ def test_l2_penalty_counts_kernels_only():
     assert count_params(params) == 10
 
 
+def test_l2_on_dense_or_conv_layers_only():
+    """The overfitting slide's "L2 on the dense layers": kernels chosen by rank."""
+    params = {"conv0_0": {"kernel": jnp.full((3, 3, 1, 2), 1.0), "bias": jnp.ones(2)},
+              "dense0": {"kernel": jnp.full((4, 2), 2.0)},
+              "logits": {"kernel": jnp.full((2, 3), 3.0)}}
+    assert float(l2_penalty(params, "conv")) == 18.0
+    assert float(l2_penalty(params, "dense")) == 4 * 2 * 4 + 2 * 3 * 9
+    assert float(l2_penalty(params, "all")) == 18.0 + 86.0
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="pool"):
         layer_table(CNN(ModelConfig(pool="median")), (8, 8, 3))

@@ -332,3 +332,18 @@ def test_bfloat16_compute_tracks_float32_with_float32_params_and_loss():
     assert logits.dtype == jnp.float32
     assert predict_step(steps.config, state.params, state.batch_stats,
                         batch["image"]).dtype == jnp.float32
+
+
+def test_l2_on_the_dense_layers_leaves_conv_kernels_to_the_optimizer_alone():
+    sgd = OptimConfig(name="sgd", momentum=0.0, learning_rate=0.1)
+    state, plain = tiny_setup(optim_cfg=sgd)
+    _, dense_l2 = tiny_setup(optim_cfg=sgd, l2=0.01, l2_layers="dense")
+    (a, ma), (b, mb) = _train(plain)(state, _batch()), _train(dense_l2)(state, _batch())
+    penalty = 0.01 * float(l2_penalty(state.params, "dense"))
+    np.testing.assert_allclose(float(mb["loss_sum"]) / 16,
+                               float(ma["loss_sum"]) / 16 + penalty, rtol=1e-6)
+    np.testing.assert_allclose(b.params["conv0_0"]["kernel"], a.params["conv0_0"]["kernel"],
+                               atol=1e-7)
+    k0 = state.params["dense0"]["kernel"]
+    np.testing.assert_allclose(b.params["dense0"]["kernel"] - a.params["dense0"]["kernel"],
+                               -0.1 * 2 * 0.01 * k0, atol=1e-6)

@@ -51,6 +51,7 @@ class ModelConfig:
     dense_dropout: float = 0.5  # after each hidden Dense layer
     num_classes: int = 0  # 0 = as many as the data has; otherwise checked against the data
     l2: float = 0.0  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel**2) to the loss
+    l2_layers: Literal["all", "conv", "dense"] = "all"  # whose kernels `l2` regularises
     # Formulations of the same function (README, "Training speed"); "auto" takes the fastest
     # on the running backend (`layers.resolve_impl`): im2col and reshape on CPU, xla elsewhere.
     conv_impl: Literal["auto", "xla", "im2col"] = "auto"  # lax.conv, or patches @ kernel
