@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-
 # Which kernels `l2_penalty` counts, told apart by rank: a Conv kernel is (kh, kw, cin, cout),
 # a Dense kernel (in, out), whatever the layer's name.
 L2_LAYERS = {"all": (2, 4), "conv": (4,), "dense": (2,)}
