@@ -33,6 +33,7 @@ import argparse
 import importlib
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +72,18 @@ class Run:
     workdir: Path
 
 
+# A comma starts the next override only where a `key=` follows it, so tuple values keep
+# theirs: "model.conv_filters=32,64,128,model.dense=128" is two overrides.
+_NEXT_OVERRIDE = re.compile(r",(?=[A-Za-z_][\w.]*=)")
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     name, sep, overrides = text.partition(":")
     if not sep or not name:
         raise ValueError(f"--variant must be NAME:key=value,key=value (got {text!r})")
     if "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"variant name {name!r} must be usable as one directory name")
-    return name, [item for item in overrides.split(",") if item]
+    return name, [item for item in _NEXT_OVERRIDE.split(overrides.strip(",")) if item]
 
 
 def parse_seeds(text: str) -> list[int]:

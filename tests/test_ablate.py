@@ -140,3 +140,10 @@ def test_table_has_one_line_per_variant_in_order():
                                      "| +0.300 ± 0.141 (2) | 0.700 ± 0.141 (2) "
                                      "| 0.800 ± 0.000 (2) | 3.0 ± 0.0 (2) | 10 ± 0 (2) |")
     assert lines.splitlines()[3].startswith("| a | 0.900 (1) | n/a | n/a | 0.700 (1) |")
+
+
+def test_a_variant_keeps_the_commas_of_tuple_values():
+    assert ablate.parse_variant("big:model.conv_filters=32,64,128,model.dense=128") == (
+        "big", ["model.conv_filters=32,64,128", "model.dense=128"])
+    assert ablate.parse_variant("none:") == ("none", [])
+    assert ablate.parse_variant("a:x.y=1,z=2,") == ("a", ["x.y=1", "z=2"])

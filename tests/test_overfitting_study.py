@@ -9,15 +9,17 @@ from experiments.cifar10_cnn import config
 
 def test_every_variant_changes_only_its_own_keys_for_three_seeds(tmp_path):
     base = apply_overrides(config(), list(overfitting_study.SHARED))
-    variants = list(overfitting_study.VARIANTS.items())
-    runs = ablate.plan_runs(base, [(n, list(o)) for n, o in variants],
+    argv = overfitting_study.ablate_argv([])
+    variants = [ablate.parse_variant(v) for f, v in zip(argv, argv[1:]) if f == "--variant"]
+    assert variants == [(n, list(o)) for n, o in overfitting_study.VARIANTS.items()]
+    runs = ablate.plan_runs(base, variants,
                             ablate.parse_seeds(overfitting_study.SEEDS), tmp_path)
     assert len(runs) == 3 * len(variants) == 36
     baseline = {run.seed: run.cfg for run in runs if run.variant == "baseline"}
     for run in runs:
         changed = {d.split(":")[0] for d in config_diff(baseline[run.seed], run.cfg)}
         assert changed == {o.split("=")[0] for o in run.overrides}, run.variant
-    assert base.data.train_limit == 5000 and base.train.epochs == 16
+    assert base.data.train_limit == 4000 and base.train.epochs == 12
 
 
 def test_the_command_passes_the_users_arguments_last(capsys):
