@@ -54,7 +54,8 @@ class ModelConfig:
     l2_layers: Literal["all", "conv", "dense"] = "all"  # whose kernels `l2` regularises
     # Formulations of the same function (README, "Training speed"); "auto" takes the fastest
     # on the running backend (`layers.resolve_impl`): im2col and reshape on CPU, xla elsewhere.
-    conv_impl: Literal["auto", "xla", "im2col"] = "auto"  # lax.conv, or patches @ kernel
+    # lax.conv, patches @ kernel, or a sum over the k*k offsets of shifted input @ kernel[i, j]
+    conv_impl: Literal["auto", "xla", "im2col", "shifted"] = "auto"
     pool_impl: Literal["auto", "xla", "reshape"] = "auto"  # reduce_window, or max of a reshape
     dtype: DType = "float32"  # compute dtype; bfloat16 = mixed precision (for GPU/TPU)
     param_dtype: DType = "float32"  # parameters (and so gradients, optimizer state, EMA)
