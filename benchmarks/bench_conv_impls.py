@@ -70,10 +70,10 @@ def forward_backward(f: Callable, args: tuple, dout: jax.Array) -> Callable:
 
 def report(title: str, times: dict[str, list]) -> None:
     ref_name, ref = next(iter(times.items()))
-    print(f"\n{title}\n{'candidate':<28}{'median ms':>10}{'vs ' + ref_name:>18}")
+    print(f"\n{title}\n{'candidate':<36}{'median ms':>10}   vs {ref_name}")
     for name, ms in times.items():
         ratio = statistics.median(m / r for m, r in zip(ms, ref))
-        print(f"{name:<28}{statistics.median(ms):>10.1f}{ratio:>17.2f}x")
+        print(f"{name:<36}{statistics.median(ms):>10.1f}{ratio:>8.2f}x")
 
 
 def conv_candidates(variants: bool = True) -> dict[str, Callable]:

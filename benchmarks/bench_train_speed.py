@@ -137,11 +137,11 @@ def run_torch(steps: int) -> float:
 
 
 PEERS = {
-    "convjax": lambda s: run_convjax(s, "im2col", "reshape"),  # the experiment's default
+    "convjax": lambda s: run_convjax(s, "auto", "auto"),  # the default: what auto picks here
     "convjax-xla": lambda s: run_convjax(s, "xla", "xla"),  # plain Flax layers
-    "convjax-shifted": lambda s: run_convjax(s, "shifted", "reshape"),  # no patch tensor
-    "convjax-im2col": lambda s: run_convjax(s, "im2col", "xla"),
     "convjax-reshape-pool": lambda s: run_convjax(s, "xla", "reshape"),
+    "convjax-im2col": lambda s: run_convjax(s, "im2col", "reshape"),  # patches @ kernel
+    "convjax-shifted": lambda s: run_convjax(s, "shifted", "reshape"),  # no patch tensor
     "keras-jax": lambda s: run_keras(s, "jax"),
     "keras-tensorflow": lambda s: run_keras(s, "tensorflow"),
     "pytorch": run_torch,

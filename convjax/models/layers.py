@@ -1,19 +1,20 @@
-"""Conv and pooling layers with alternative formulations that are faster on XLA:CPU.
+"""Conv and pooling layers, each with alternative formulations of the same function.
 
 Pure. Each alternative computes the same function as the standard Flax/lax layer (tests
-compare them); they exist because XLA:CPU is slow at two gradients that CNN training needs:
+compare them); they were written for XLA:CPU, whose gradients of two layers were slow:
 
 - conv weight-gradients -> `im2col`: gather the k*k shifted views into one patch tensor, so
-  forward and both gradients are plain matrix products, which XLA:CPU runs through its fast
-  dot kernels; `shifted` (module `shifted_conv`) gets the same matrix products as a sum
-  over the k*k offsets, without the patch tensor;
+  forward and both gradients are plain matrix products; `shifted` (module `shifted_conv`)
+  gets the same products as a sum over the k*k offsets, without the patch tensor;
 - the max-pool gradient (`select_and_scatter`) -> `reshape`: for 2x2/stride-2 pooling a max
   over a reshaped axis, whose gradient is an elementwise mask.
 
-Measured (benchmarks/bench_train_speed.py, README "Training speed"): im2col + reshape trains
-the course CNN 2.5x faster than the standard layers on a 2-core CPU. On GPU/TPU the standard
-layers are the right default. Every `impl` defaults to "auto": `resolve_impl` picks the one
-measured fastest on the running backend when the model is built.
+Measured on the course CNN (README, "Training speed"): with jax/jaxlib 0.10.2 XLA's own conv
+is the fastest on CPU too (its forward and input gradient run at the matmul peak, its kernel
+gradient at ~half), 1.5-2.6x faster per train step than im2col, which is 1.2-1.6x faster
+than `shifted` (the thin (Cin, Cout) products are bound by memory traffic); the reshape
+max-pool still beats `select_and_scatter`. Every `impl` defaults to "auto": `resolve_impl`
+picks the one measured fastest on the running backend when the model is built.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from convjax.models.shifted_conv import conv_shifted, padding_amounts
 # The formulations measured fastest per backend (README, "Training speed"; EfficientNet-Lite's
 # depthwise conv: efficientnet_lite.DepthwiseConv2D). A backend not listed (gpu, tpu) gets
 # XLA's own convolutions and pooling, which its compilers are built to run fast.
-FASTEST = {"cpu": {"conv": "im2col", "pool": "reshape", "depthwise": "shifted"}}
+FASTEST = {"cpu": {"conv": "xla", "pool": "reshape", "depthwise": "shifted"}}
 
 
 def resolve_impl(kind: str, impl: str, backend: str | None = None) -> str:
