@@ -4,23 +4,28 @@ Pure. A kh x kw convolution is a sum over the kernel's kh*kw offsets (i, j): tak
 window shifted by (i, j), see it as a (B*H'*W', Cin) matrix, and multiply it by the kernel's
 (Cin, Cout) slice `kernel[i, j]`:
 
-    y          = sum_ij  window_ij(x) @ kernel[i, j]
-    dkernel[i, j] =      window_ij(x)^T @ dy           (one small matrix per offset)
-    dx         = sum_ij  place_ij(dy @ kernel[i, j]^T)  (each term added back where its
-                                                          window came from, then unpadded)
+    y             = sum_ij window_ij(x) @ kernel[i, j]
+    dkernel[i, j] =        window_ij(x)^T @ dy            (one small matrix per offset)
+    dx            = sum_ij place_ij(dy @ kernel[i, j]^T)  (each term added back where its
+                                                           window came from, then unpadded)
 
-All three are plain matrix products, which XLA:CPU runs through its fast dot kernels (its own
-conv weight-gradient is slow, see `layers`). `im2col` gets the same by concatenating the
-kh*kw windows into one patch tensor, which costs kh*kw copies of the input: for the course
-CNN's second 3x3 conv at batch 128 (32x32x32 float32) that is 9 x 16 MB = ~150 MB written,
-read back, and kept alive for the backward pass (autodiff saves the patches for dkernel).
-Here no patch tensor exists: the forward keeps only `x` and `kernel` for the backward, and
-each window is used once, as it is made.
+All three are plain matrix products, which XLA:CPU runs through its dot kernels. `im2col`
+(`layers`) gets the same by concatenating the kh*kw windows into one patch tensor, which
+costs kh*kw copies of the input: for the course CNN's second 3x3 conv at batch 128 (32x32x32
+float32) that is 9 x 16 MB = ~150 MB written, read back, and kept alive for the backward pass
+(autodiff saves the patches for dkernel). Here no patch tensor exists: the forward keeps only
+`x` and `kernel` for the backward, and each window is used once, as it is made.
+
+Measured (README, "Training speed", issue #14), with jax 0.10.2 on CPU: about as fast as
+im2col per layer, slower in the whole step, and ~3x slower than XLA's own conv. Each product
+is thin (a (Cin, Cout) = 32x32 kernel slice), so memory traffic, not arithmetic, bounds it.
+It stays as the readable statement of what a conv's gradients are, and to re-measure on
+other CPUs and jax versions (`benchmarks/bench_conv_impls.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import jax
@@ -77,7 +82,8 @@ def _dkernel_concat(xp: jax.Array, dy: jax.Array, kh: int, kw: int) -> jax.Array
     return _matmul(patches.T, dy)
 
 
-def _dx_scatter(dy_bhwc: jax.Array, kernel_hwio: jax.Array, padded_shape) -> jax.Array:
+def _dx_scatter(dy_bhwc: jax.Array, kernel_hwio: jax.Array,
+                padded_shape: tuple[int, ...]) -> jax.Array:
     """sum_ij dy @ kernel[i, j]^T, each term added where window_ij came from (padded)."""
     b, out_h, out_w, out_ch = dy_bhwc.shape
     kh, kw, in_ch, _ = kernel_hwio.shape
@@ -90,7 +96,8 @@ def _dx_scatter(dy_bhwc: jax.Array, kernel_hwio: jax.Array, padded_shape) -> jax
     return dxp
 
 
-def _dx_gather(dy_bhwc: jax.Array, kernel_hwio: jax.Array, padded_shape) -> jax.Array:
+def _dx_gather(dy_bhwc: jax.Array, kernel_hwio: jax.Array,
+               padded_shape: tuple[int, ...]) -> jax.Array:
     """The same gradient (w.r.t. the padded input) read the other way: a shifted conv of dy,
     padded by (kh-1, kw-1) all round, with the kernel flipped and transposed."""
     kh, kw = kernel_hwio.shape[:2]
@@ -104,7 +111,7 @@ DKERNEL = {"per_offset": _dkernel_per_offset, "concat": _dkernel_concat}
 DX = {"scatter": _dx_scatter, "gather": _dx_gather}
 
 
-def make_conv_shifted(dkernel: str = "per_offset", dx: str = "scatter"):
+def make_conv_shifted(dkernel: str = "per_offset", dx: str = "scatter") -> Callable:
     """`conv(x_bhwc, kernel_hwio, padding)`: the shifted-sum conv with the backward built from
     `DKERNEL[dkernel]` and `DX[dx]` (alternatives kept to re-measure: benchmarks/)."""
     dkernel_fn, dx_fn = DKERNEL[dkernel], DX[dx]
