@@ -7,6 +7,7 @@ pools do not interfere. Compilation and warm-up steps are excluded from the timi
 
     python benchmarks/bench_train_speed.py            # all peers that are installed
     python benchmarks/bench_train_speed.py --steps 20 --only convjax,convjax-xla
+    python benchmarks/bench_train_speed.py --only convjax,convjax-shifted,pytorch  # issue #14
 
 Peers are optional extras (`pip install -e .[bench]`): Keras 3 with the JAX backend, Keras 3
 with the TensorFlow backend (needs tensorflow), PyTorch (eager). Missing ones are reported as
@@ -44,7 +45,9 @@ def _timed(step, steps: int, sync) -> float:
     return BATCH * steps / (time.perf_counter() - t0)
 
 
-def run_convjax(steps: int, conv_impl: str, pool_impl: str) -> float:
+def convjax_program(conv_impl: str, pool_impl: str):
+    """(train, state, sums, batch): the course CNN's jitted train step (the program `fit` runs,
+    state donated) and its arguments."""
     import jax
     import numpy as np
 
@@ -58,16 +61,27 @@ def run_convjax(steps: int, conv_impl: str, pool_impl: str) -> float:
     model = CNN(ModelConfig(conv_impl=conv_impl, pool_impl=pool_impl, num_classes=10))
     tx = make_optimizer(OptimConfig(), make_schedule(OptimConfig(), 100, 100))
     state = init_train_state(model, tx, jax.random.key(0), (32, 32, 3))
-    train = make_steps(model=model, tx=tx).train  # the program fit runs, state donated
     images, labels = _data(np)
     batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
-    holder = [state, jax.device_put(zero_sums())]
+    return make_steps(model=model, tx=tx).train, state, jax.device_put(zero_sums()), batch
+
+
+def convjax_step(conv_impl: str, pool_impl: str):
+    """A function whose every call runs one train step (returns the metric sums)."""
+    train, state, sums, batch = convjax_program(conv_impl, pool_impl)
+    holder = [state, sums]
 
     def step():
         holder[0], holder[1] = train(holder[0], holder[1], batch)
         return holder[1]
 
-    return _timed(step, steps, jax.block_until_ready)
+    return step
+
+
+def run_convjax(steps: int, conv_impl: str, pool_impl: str) -> float:
+    import jax
+
+    return _timed(convjax_step(conv_impl, pool_impl), steps, jax.block_until_ready)
 
 
 def _keras_model(keras):
@@ -123,10 +137,11 @@ def run_torch(steps: int) -> float:
 
 
 PEERS = {
-    "convjax": lambda s: run_convjax(s, "im2col", "reshape"),  # the experiment's default
+    "convjax": lambda s: run_convjax(s, "auto", "auto"),  # the default: what auto picks here
     "convjax-xla": lambda s: run_convjax(s, "xla", "xla"),  # plain Flax layers
-    "convjax-im2col": lambda s: run_convjax(s, "im2col", "xla"),
     "convjax-reshape-pool": lambda s: run_convjax(s, "xla", "reshape"),
+    "convjax-im2col": lambda s: run_convjax(s, "im2col", "reshape"),  # patches @ kernel
+    "convjax-shifted": lambda s: run_convjax(s, "shifted", "reshape"),  # no patch tensor
     "keras-jax": lambda s: run_keras(s, "jax"),
     "keras-tensorflow": lambda s: run_keras(s, "tensorflow"),
     "pytorch": run_torch,

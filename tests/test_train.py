@@ -115,7 +115,7 @@ def test_train_and_evaluate_writes_tensorboard_csv_checkpoint(tmp_path):
     assert len(saved["test_per_class_accuracy"]) == 2 and saved["class_names"] == ["cat", "dog"]
     assert {"test_macro_precision", "test_macro_recall", "test_macro_f1"} <= set(saved)
     assert "test_top_k_accuracy" not in saved  # 2 classes: top-5 says nothing
-    assert saved["resolved_impls"] == {"backend": "cpu", "conv_impl": "im2col",
+    assert saved["resolved_impls"] == {"backend": "cpu", "conv_impl": "xla",
                                        "pool_impl": "reshape"}
     assert saved["class_weights"] is None
 

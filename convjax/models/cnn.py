@@ -53,8 +53,10 @@ class ModelConfig:
     l2: float = 0.0  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel**2) to the loss
     l2_layers: Literal["all", "conv", "dense"] = "all"  # whose kernels `l2` regularises
     # Formulations of the same function (README, "Training speed"); "auto" takes the fastest
-    # on the running backend (`layers.resolve_impl`): im2col and reshape on CPU, xla elsewhere.
-    conv_impl: Literal["auto", "xla", "im2col"] = "auto"  # lax.conv, or patches @ kernel
+    # on the running backend (`layers.resolve_impl`): xla conv + reshape pool on CPU, xla
+    # for both elsewhere.
+    # lax.conv, patches @ kernel, or a sum over the k*k offsets of shifted input @ kernel[i, j]
+    conv_impl: Literal["auto", "xla", "im2col", "shifted"] = "auto"
     pool_impl: Literal["auto", "xla", "reshape"] = "auto"  # reduce_window, or max of a reshape
     dtype: DType = "float32"  # compute dtype; bfloat16 = mixed precision (for GPU/TPU)
     param_dtype: DType = "float32"  # parameters (and so gradients, optimizer state, EMA)

@@ -1,18 +1,20 @@
-"""Conv and pooling layers with alternative formulations that are faster on XLA:CPU.
+"""Conv and pooling layers, each with alternative formulations of the same function.
 
 Pure. Each alternative computes the same function as the standard Flax/lax layer (tests
-compare them); they exist because XLA:CPU is slow at two gradients that CNN training needs:
+compare them); they were written for XLA:CPU, whose gradients of two layers were slow:
 
 - conv weight-gradients -> `im2col`: gather the k*k shifted views into one patch tensor, so
-  forward and both gradients are plain matrix products, which XLA:CPU runs through its fast
-  dot kernels;
+  forward and both gradients are plain matrix products; `shifted` (module `shifted_conv`)
+  gets the same products as a sum over the k*k offsets, without the patch tensor;
 - the max-pool gradient (`select_and_scatter`) -> `reshape`: for 2x2/stride-2 pooling a max
   over a reshaped axis, whose gradient is an elementwise mask.
 
-Measured (benchmarks/bench_train_speed.py, README "Training speed"): im2col + reshape trains
-the course CNN 2.5x faster than the standard layers on a 2-core CPU. On GPU/TPU the standard
-layers are the right default. Every `impl` defaults to "auto": `resolve_impl` picks the one
-measured fastest on the running backend when the model is built.
+Measured on the course CNN (README, "Training speed"): with jax/jaxlib 0.10.2 XLA's own conv
+is the fastest on CPU too (its forward and input gradient run at the matmul peak, its kernel
+gradient at ~half), 1.5-2.6x faster per train step than im2col, which is 1.2-1.6x faster
+than `shifted` (the thin (Cin, Cout) products are bound by memory traffic); the reshape
+max-pool still beats `select_and_scatter`. Every `impl` defaults to "auto": `resolve_impl`
+picks the one measured fastest on the running backend when the model is built.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax.models.shifted_conv import conv_shifted, padding_amounts
+
 # The formulations measured fastest per backend (README, "Training speed"; EfficientNet-Lite's
 # depthwise conv: efficientnet_lite.DepthwiseConv2D). A backend not listed (gpu, tpu) gets
 # XLA's own convolutions and pooling, which its compilers are built to run fast.
-FASTEST = {"cpu": {"conv": "im2col", "pool": "reshape", "depthwise": "shifted"}}
+FASTEST = {"cpu": {"conv": "xla", "pool": "reshape", "depthwise": "shifted"}}
 
 
 def resolve_impl(kind: str, impl: str, backend: str | None = None) -> str:
@@ -38,19 +42,10 @@ def resolve_impl(kind: str, impl: str, backend: str | None = None) -> str:
     return FASTEST.get(backend, {}).get(kind, "xla")
 
 
-def _same_padding(kernel_size: int) -> tuple[int, int]:
-    # Matches lax "SAME" for stride 1: the extra pixel (even kernels) goes after.
-    total = kernel_size - 1
-    return total // 2, total - total // 2
-
-
 def extract_patches(x_bhwc: jax.Array, kernel_size: int, padding: str) -> jax.Array:
     """(B, H, W, C) -> (B, H', W', k*k*C) patches, ordered (dy, dx, c) like an HWIO kernel."""
-    if padding.upper() == "SAME":
-        lo, hi = _same_padding(kernel_size)
-        x_bhwc = jnp.pad(x_bhwc, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-    elif padding.upper() != "VALID":
-        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    pads = padding_amounts(kernel_size, padding)
+    x_bhwc = jnp.pad(x_bhwc, ((0, 0), pads, pads, (0, 0)))
     out_h = x_bhwc.shape[1] - kernel_size + 1
     out_w = x_bhwc.shape[2] - kernel_size + 1
     views = [
@@ -68,15 +63,16 @@ class Conv2D(nn.Module):
     features: int
     kernel_size: int = 3
     padding: str = "SAME"
-    impl: str = "auto"  # "xla", "im2col" or "auto" (the faster here: `resolve_impl`)
+    impl: str = "auto"  # "xla", "im2col", "shifted" or "auto" (the faster here: `resolve_impl`)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:
         impl = resolve_impl("conv", self.impl)
-        if impl not in ("xla", "im2col"):
-            raise ValueError(f"conv_impl must be 'xla', 'im2col' or 'auto', got {self.impl!r}")
+        if impl not in ("xla", "im2col", "shifted"):
+            raise ValueError(
+                f"conv_impl must be 'xla', 'im2col', 'shifted' or 'auto', got {self.impl!r}")
         in_ch = x_bhwc.shape[-1]
         kernel_shape = (self.kernel_size, self.kernel_size, in_ch, self.features)
         # Same initialisers and names as nn.Conv, so both impls share one parameter tree.
@@ -91,6 +87,8 @@ class Conv2D(nn.Module):
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
             return y + bias
+        if impl == "shifted":
+            return conv_shifted(x_bhwc, kernel, self.padding) + bias
         patches = extract_patches(x_bhwc, self.kernel_size, self.padding)
         return patches @ kernel.reshape(-1, self.features) + bias
 
