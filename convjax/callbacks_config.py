@@ -117,7 +117,8 @@ class ModelCheckpointConfig:
 @dataclass(frozen=True)
 class TensorBoardConfig:
     """Keras TensorBoard, writing <workdir>/tensorboard/{train,validation} (profiler traces in
-    train/plugins/profile, for the Profile tab)."""
+    train/plugins/profile, for the Profile tab; the runner adds test/, the test confusion
+    matrix)."""
 
     config_key: ClassVar[str] = "callbacks.tensorboard"
     enabled: bool = True  # add TensorBoard to the run's callbacks
@@ -127,6 +128,7 @@ class TensorBoardConfig:
     write_steps_per_second: bool = False  # training speed as a scalar
     update_freq: Literal["epoch", "batch"] | int = "epoch"  # batch scalars every N batches
     profile_batch: int | tuple[int, int] = 0  # trace batch N or (start, stop), from 1; 0: off
+    confusion_matrix: bool = True  # convjax: confusion matrix images (validation, test)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -13,6 +13,11 @@ I/O. Three kinds of checkpoint:
 Orbax writes into a temporary directory and renames it when complete, so an interrupted save
 never damages an earlier step. Its `force=True` overwrite deletes the old directory *before*
 writing the new one, so `write_tree` stages the new checkpoint beside the old one and swaps.
+
+Several processes (`convjax.dist`) share the checkpoint directories: every process calls
+these functions (Orbax's save and restore are collective), Orbax writes the shared files from
+process 0, and `write_tree`'s own renames and deletions happen in process 0 only, between
+barriers; two processes renaming the same directories would race.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from convjax import dist
 from convjax.train_state import TrainState
 
 ARRAYS_KEY = "arrays"  # the part of a callback's state_dict saved with Orbax, not JSON
@@ -194,26 +200,32 @@ def write_tree(path: str | Path, tree: Any, meta: dict[str, Any]) -> Path:
     An existing checkpoint at `path` is replaced only once the new one is complete: the new
     one is staged at `<path>.incoming`, the old one moved to `<path>.replaced`, then the
     staged one renamed into place. `recover` finishes a swap that a crash interrupted.
+
+    With several processes every process calls it; process 0 alone cleans up and swaps. The
+    barriers keep any process from starting the save before the cleanup (Orbax refuses to
+    save onto an existing `<path>.incoming`) and from going on before the swap (a later
+    write or read of `path` must find the new checkpoint in place).
     """
     path = Path(path).absolute()
-    recover(path)
-    staged, replaced = _staged(path), _replaced(path)
-    shutil.rmtree(staged, ignore_errors=True)
-    for leftover in path.parent.glob(staged.name + ocp.path.atomicity.TMP_DIR_SUFFIX + "*"):
-        shutil.rmtree(leftover, ignore_errors=True)  # a staging write killed half-way
+    staged = _staged(path)
+    if dist.is_writer():
+        _finish_swap(path)
+        shutil.rmtree(staged, ignore_errors=True)
+        for leftover in path.parent.glob(staged.name + ocp.path.atomicity.TMP_DIR_SUFFIX + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # a staging write killed half-way
+    dist.barrier("convjax.checkpoint.write_tree: cleaned up")
     args = ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         checkpointer.save(staged, args=args)  # Orbax: tmp dir, renamed to `staged` when done
-    if path.exists():
-        shutil.rmtree(replaced, ignore_errors=True)
-        path.rename(replaced)
-    staged.rename(path)
-    shutil.rmtree(replaced, ignore_errors=True)
+    if dist.is_writer():
+        _swap(path)
+    dist.barrier("convjax.checkpoint.write_tree: swapped")
     return path
 
 
 def read_tree(path: str | Path, like: Any = None) -> tuple[Any, dict[str, Any]]:
-    """(tree, meta) from `write_tree`; `like` gives structure and shardings (None: numpy)."""
+    """(tree, meta) from `write_tree`; `like` gives structure and shardings (None: numpy).
+    With several processes every process calls it (see `recover`)."""
     path = Path(path).absolute()
     recover(path)
     target = ocp.args.StandardRestore(None if like is None else _abstract(like))
@@ -223,8 +235,26 @@ def read_tree(path: str | Path, like: Any = None) -> tuple[Any, dict[str, Any]]:
     return restored.tree, restored.meta
 
 
-def recover(path: Path) -> None:
-    """Completes a `write_tree` swap interrupted between its two renames."""
+def recover(path: str | Path) -> None:
+    """Completes a `write_tree` swap interrupted between its two renames. With several
+    processes every process calls it: process 0 renames, the others wait for it."""
+    if dist.is_writer():
+        _finish_swap(Path(path).absolute())
+    dist.barrier("convjax.checkpoint.recover")
+
+
+def _swap(path: Path) -> None:
+    """The staged checkpoint into `path`; the old one, if any, moved aside and deleted."""
+    staged, replaced = _staged(path), _replaced(path)
+    if path.exists():
+        shutil.rmtree(replaced, ignore_errors=True)
+        path.rename(replaced)
+    staged.rename(path)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _finish_swap(path: Path) -> None:
+    """Puts the newest complete checkpoint back at `path` when a crash left none there."""
     if path.exists():
         return
     for candidate in (_staged(path), _replaced(path)):  # newest complete one first

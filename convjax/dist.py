@@ -10,9 +10,10 @@ process runs the same program on the global mesh of all devices; placement
 
 Who writes: only process 0 (`is_writer`) writes logs, CSV, TensorBoard, config.json and
 results.json and prints progress; Orbax checkpoints are collective (every process calls
-save and restore; Orbax's primary host, process 0, writes the shared files). Every process
-sees the same global metrics, so every callback decision (early stopping, learning rate)
-is the same everywhere.
+save and restore; Orbax's primary host, process 0, writes the shared files), and so are the
+renames and deletions around them (`checkpoint.write_tree`): process 0 makes them, the
+others wait at a `barrier`. Every process sees the same global metrics, so every callback
+decision (early stopping, learning rate) is the same everywhere.
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ def initialize(cfg: DistConfig) -> bool:
 def is_writer() -> bool:
     """Whether this process writes the run's logs and files: process 0 only."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Waits until every process has reached the barrier `name` (the same text in every
+    process; JAX checks it). With one process it returns at once. A collective: every
+    process must call it, in the same order, or the callers wait for good."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils  # noqa: PLC0415 -- multi-process only
+
+    multihost_utils.sync_global_devices(name)
 
 
 def sync_every_step() -> bool:

@@ -71,6 +71,9 @@ class _Run:
     eval_with_ema: bool = False
     resumed: bool = False  # continues from a backup
     nonfinite_steps: int = 0  # skipped non-finite updates this epoch, as of the latest read
+    # The latest validation's (C, C) confusion matrix on the host (rows: true class, columns:
+    # predicted), read-only; None before the first validation or when steps do not count it.
+    validation_confusion: np.ndarray | None = None
 
 
 # --- Requests: the one place where callbacks' wishes change the run ------------------------
@@ -226,12 +229,26 @@ class _Loop:
         raise TrainingInterrupted(run.epoch, run.step_in_epoch, self.backup is not None)
 
     def validate(self) -> Logs:
-        cbs, state = self.callbacks, self.run.state
+        """Evaluates on the validation data: the scalar logs (prefixed `val_`) go to the
+        callbacks; the confusion matrix, when counted, goes on the run record, where callbacks
+        read it as `self.loop.validation_confusion` (logs stay plain numbers)."""
+        cbs, run = self.callbacks, self.run
         cbs.call("on_test_begin", {})
-        logs = evaluate(eval_params(state, self.run.eval_with_ema), state.batch_stats,
-                        self.validation, self.steps, self.mesh)
+        sums = evaluate_sums(eval_params(run.state, run.eval_with_ema), run.state.batch_stats,
+                             self.validation, self.steps, self.mesh)
+        run.validation_confusion = _read_only(sums.get("confusion"))
+        logs = host_logs(sums)
         cbs.call("on_test_end", logs)
         return {f"val_{k}": v for k, v in logs.items()}
+
+
+def _read_only(array: np.ndarray | None) -> np.ndarray | None:
+    """A host copy that no callback can change in place (they all see the same one)."""
+    if array is None:
+        return None
+    array = np.array(array)
+    array.flags.writeable = False
+    return array
 
 
 def fit(

@@ -18,10 +18,11 @@ trains and saves checkpoints together, and only process 0 (`dist.is_writer`) pri
 config.json, results.json and the CSV and TensorBoard logs.
 
 Besides the test metrics (loss, accuracy, top-k accuracy, the confusion matrix with per-class
-accuracy and macro precision, recall and F1), the class weights used and the layer
-formulations "auto" resolved to on this backend, the results hold the training accuracy
-measured like the validation accuracy (inference mode: no dropout, no augmentation, final
-weights) on up to `TRAIN_EVAL_LIMIT` training images. The epoch's running `accuracy` is not
+accuracy and macro precision, recall and F1; the same `val_*` from the last validation's
+matrix; the test matrix is also drawn in TensorBoard's `test` run), the class weights used and
+the layer formulations "auto" resolved to on this backend, the results hold the training
+accuracy measured like the validation accuracy (inference mode: no dropout, no augmentation,
+final weights) on up to `TRAIN_EVAL_LIMIT` training images. The epoch's running `accuracy` is not
 that: it averages over weights that changed during the epoch, with dropout and augmentation
 on, so it understates how well the model fits its training data and hides overfitting.
 """
@@ -44,7 +45,9 @@ import numpy as np
 from convjax import checkpoint, dist
 from convjax.cache import cache_root
 from convjax.callbacks import BackupOptions, Callback
-from convjax.callbacks.from_config import make_callbacks
+from convjax.callbacks.from_config import TENSORBOARD_DIR, make_callbacks
+from convjax.callbacks.recorders import History, ValidationConfusion
+from convjax.callbacks.tensorboard import write_test_confusion
 from convjax.callbacks.timing import RunTimer
 from convjax.class_weights import class_weight_vector
 from convjax.config import Config, config_to_dict
@@ -212,10 +215,11 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
               f"{len(val) if val else 0} ({_placement(val_batches)}), test {len(test)} "
               f"images of shape {train.image_shape}, {num_classes} classes, on "
               f"{jax.device_count()} device(s)", flush=True)
-    timer = RunTimer()
+    timer, confusion = RunTimer(), ValidationConfusion()
     callbacks = [*make_callbacks(cfg.callbacks, run.workdir, model_summary=model_text,
-                                hparams=config_to_dict(cfg), writers=dist.is_writer()),
-                 *extra_callbacks, timer]
+                                hparams=config_to_dict(cfg), writers=dist.is_writer(),
+                                class_names=train.class_names),
+                 *extra_callbacks, timer, confusion]
     backup = BackupOptions(run.backup_dir, every_steps=cfg.train.backup_every_steps, keep=2)
     with stop_on_signals() as (interrupt, received):
         try:
@@ -237,6 +241,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
             batches.close()
 
     test_sums = score(test, "test")
+    _draw_test_confusion(cfg, run, test_sums["confusion"], history, train.class_names)
     train_logs = host_logs(score(sample(train, TRAIN_EVAL_LIMIT, seed=0),
                                  "train (evaluation sample)"))
     results = {
@@ -245,6 +250,7 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
         "train_eval_loss": train_logs["loss"], "train_eval_accuracy": train_logs["accuracy"],
         "class_names": list(train.class_names),  # the confusion matrix's row and column order
         **confusion_report(test_sums["confusion"], prefix="test_"),
+        **({} if confusion.matrix is None else confusion_report(confusion.matrix, prefix="val_")),
         "class_weights": steps.config.class_weights,  # what the train step weighted by
         "resolved_impls": {"backend": jax.default_backend(), **resolved_impls(model.cfg)},
         "history": history.history, "epochs_run": len(history.epoch),
@@ -256,6 +262,17 @@ def train_and_evaluate(cfg: Config, workdir: str | Path, restart: bool = False,
         write_json_atomic(run.workdir / RESULTS, results)  # first: survives a full disk
     save_final(run, state, results)
     return results
+
+
+def _draw_test_confusion(cfg: Config, run: Run, matrix: np.ndarray, history: History,
+                         class_names: Sequence[str]) -> None:
+    """The test confusion matrix in TensorBoard's `test` run, at the last epoch's step (beside
+    the last validation matrix). Before results.json: a run that stops in between is continued
+    and draws it again, replacing this one (`write_test_confusion`)."""
+    tensorboard = cfg.callbacks.tensorboard
+    if dist.is_writer() and tensorboard.enabled and tensorboard.confusion_matrix:
+        step = history.epoch[-1] if history.epoch else 0
+        write_test_confusion(run.workdir / TENSORBOARD_DIR, matrix, step, class_names)
 
 
 def _open_run(cfg: Config, workdir: str | Path, restart: bool) -> Run:

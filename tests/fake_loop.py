@@ -58,14 +58,15 @@ def weight(control: _Run) -> float:
     return float(control.state.params["dense"]["bias"][0])
 
 
-def tiny_parts(ema: float = 0.0):
-    """(state, steps), built once per `ema` and shared, so the tiny CNN compiles once."""
-    return _tiny_parts(float(ema))
+def tiny_parts(ema: float = 0.0, num_classes: int = 0):
+    """(state, steps), built once per (`ema`, `num_classes`) and shared, so the tiny CNN
+    compiles once; `num_classes=3` makes evaluation count the confusion matrix."""
+    return _tiny_parts(float(ema), int(num_classes))
 
 
 @functools.lru_cache(maxsize=4)
-def _tiny_parts(ema: float):
-    return tiny_setup(ema=ema)
+def _tiny_parts(ema: float, num_classes: int):
+    return tiny_setup(ema=ema, num_classes=num_classes)
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,9 +80,10 @@ def fresh_state(ema: float = 0.0) -> TrainState:
 
 
 def tiny_fit(callbacks: Sequence[Callback] = (), epochs: int = 2, ema: float = 0.0,
-             state: TrainState | None = None, seed: int = 0, **kwargs):
-    """48 training examples in batches of 8 (6 steps per epoch), 20 validation examples."""
-    _, steps = tiny_parts(ema)
+             state: TrainState | None = None, seed: int = 0, num_classes: int = 0, **kwargs):
+    """48 training examples in batches of 8 (6 steps per epoch), 20 validation examples;
+    `num_classes=3` counts the validation confusion matrix."""
+    _, steps = tiny_parts(ema, num_classes)
     train, val = tiny_data()
     mesh = make_mesh(jax.devices()[:1])
     return fit(

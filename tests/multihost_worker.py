@@ -19,6 +19,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 from convjax.callbacks import Callback  # noqa: E402
+from convjax.callbacks_config import CallbacksConfig, ModelCheckpointConfig  # noqa: E402
 from convjax.config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
 
 # As in conftest.py: the classic threefry compiles conv initialisers in well under a second.
@@ -26,7 +27,8 @@ jax.config.update("jax_threefry_partitionable", False)
 
 
 def config(folder: str) -> Config:
-    """3 epochs of 4 steps (18 images, batch 4), validation, a backup every 3 steps."""
+    """3 epochs of 4 steps (18 images, batch 4), validation, a backup every 3 steps, a
+    ModelCheckpoint each epoch keeping the latest 2 and the best."""
     return Config(
         model=ModelConfig(conv_filters=(4,), convs_per_block=1, dropout=0.1, dense=(8,),
                           dense_dropout=0.1),
@@ -34,6 +36,7 @@ def config(folder: str) -> Config:
                         validation_split=0.25, cache_dir=f"{folder}/cache"),
         train=TrainConfig(epochs=3, batch_size=4, eval_batch_size=8, backup_every_steps=3,
                           verbose=1),  # the compilation cache: $CONVJAX_CACHE
+        callbacks=CallbacksConfig(checkpoint=ModelCheckpointConfig(enabled=True, max_to_keep=2)),
     )
 
 

@@ -19,6 +19,7 @@ from convjax.callbacks import (
 )
 from convjax.callbacks.from_config import make_callbacks
 from convjax.callbacks_config import CallbacksConfig, TensorBoardConfig
+from convjax.config import Config, apply_overrides
 from convjax.config_fields import ConfigError
 
 CLASSES = {"terminate_on_nan": TerminateOnNaN, "ema": SwapEMAWeights,
@@ -107,6 +108,15 @@ def test_hparams_go_to_tensorboard_flattened(tmp_path):
     assert board.hparams == {"train.epochs": 3}
     (board,) = make_callbacks(only("tensorboard"), tmp_path)
     assert board.hparams is None
+
+
+def test_confusion_images_are_on_by_default_and_off_with_a_set(tmp_path):
+    (board,) = make_callbacks(only("tensorboard"), tmp_path, class_names=("cat", "dog"))
+    assert board.confusion_matrix is True and board.class_names == ["cat", "dog"]
+    cfg = apply_overrides(Config(), ["callbacks.tensorboard.confusion_matrix=false"])
+    (board,) = [cb for cb in make_callbacks(cfg.callbacks, tmp_path)
+                if isinstance(cb, TensorBoard)]
+    assert board.confusion_matrix is False
 
 
 def test_a_config_driven_tensorboard_writes_histograms(tmp_path):

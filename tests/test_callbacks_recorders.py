@@ -1,11 +1,13 @@
 import csv
+import json
 import re
 
+import numpy as np
 import pytest
 from fake_loop import attach, make_control, tiny_fit
 
 from convjax.callbacks import CSVLogger, History, ProgbarLogger
-from convjax.callbacks.recorders import fit_lines
+from convjax.callbacks.recorders import ValidationConfusion, fit_lines
 
 
 def log_epochs(logger, rows, control=None):
@@ -80,6 +82,23 @@ def test_history_records_and_round_trips():
     other = History()
     other.load_state_dict(history.state_dict())
     assert other.history == history.history and other.epoch == history.epoch
+
+
+def test_validation_confusion_keeps_the_latest_and_survives_a_backup():
+    control = make_control()
+    recorder = ValidationConfusion()
+    cbs = attach([recorder], control)
+    cbs.call("on_train_begin", {})
+    cbs.call("on_test_end", {})
+    assert recorder.matrix is None  # nothing validated with a counted matrix
+    for matrix in (np.eye(2), np.array([[3.0, 1.0], [0.0, 4.0]])):
+        control.validation_confusion = matrix
+        cbs.call("on_test_end", {})
+    saved = json.loads(json.dumps(recorder.state_dict()))  # as a backup holds it: JSON
+    resumed = ValidationConfusion()
+    attach([resumed], make_control()).call("on_train_begin", {})
+    resumed.load_state_dict(saved)
+    np.testing.assert_array_equal(resumed.matrix, [[3, 1], [0, 4]])
 
 
 def test_progbar_one_line_per_epoch_with_verbose_2(capsys):

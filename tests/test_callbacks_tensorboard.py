@@ -1,15 +1,19 @@
+import io
 import threading
 
 import jax
+import numpy as np
 import pytest
 from fake_loop import attach, make_control, tiny_fit, tiny_parts
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from convjax.callbacks import LambdaCallback, TensorBoard
 from convjax.callbacks.backup import BackupOptions
-from convjax.callbacks.tensorboard_content import named_leaves
+from convjax.callbacks.tensorboard import write_test_confusion
+from convjax.callbacks.tensorboard_content import confusion_image, named_leaves
 from convjax.loop import TrainingInterrupted
 
 GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
@@ -74,6 +78,7 @@ def test_model_structure_as_text(logged):
 
 def test_resume_purges_what_was_written_after_the_backup(tmp_path):
     control = make_control(steps_per_epoch=1)
+    control.validation_confusion = np.eye(2)  # as if validated: an image each epoch too
     first = TensorBoard(tmp_path, write_graph=False)
     cbs = attach([first], control)
     cbs.call("on_train_begin", {})
@@ -85,7 +90,7 @@ def test_resume_purges_what_was_written_after_the_backup(tmp_path):
     foreign.write_bytes(b"")  # another run's file: left alone
     resumed = TensorBoard(tmp_path, write_graph=False)
     control = make_control(steps_per_epoch=1)
-    control.resumed = True
+    control.resumed, control.validation_confusion = True, np.eye(2)
     cbs = attach([resumed], control)
     cbs.call("on_train_begin", {})
     resumed.load_state_dict(saved)
@@ -94,6 +99,7 @@ def test_resume_purges_what_was_written_after_the_backup(tmp_path):
     train, val = read(tmp_path / "train"), read(tmp_path / "validation")
     assert [(e.step, e.value) for e in train.Scalars("epoch_loss")] == [(0, 3.0), (1, 1.5)]
     assert [(e.step, e.value) for e in val.Scalars("epoch_loss")] == [(0, 3.5), (1, 1.75)]
+    assert steps(val.Images("epoch_confusion_matrix")) == [0, 1]  # epoch 1's once, not twice
     assert foreign.exists()
 
 
@@ -108,6 +114,45 @@ def test_files_opened_after_the_backup_are_deleted_on_resume(tmp_path):
     attach([resumed], make_control())
     resumed.load_state_dict(saved)
     assert list((tmp_path / "train").iterdir()) == []
+
+
+def decoded(image_event) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image_event.encoded_image_string)).convert("RGB"))
+
+
+def test_the_validation_confusion_matrix_as_an_image_at_each_epoch(tmp_path):
+    matrices = []
+    seen = LambdaCallback(on_epoch_end=lambda e, logs: matrices.append(
+        seen.loop.validation_confusion))
+    names = ["low", "mid", "high"]
+    tiny_fit([TensorBoard(tmp_path, write_graph=False, class_names=names), seen], epochs=2,
+             num_classes=3)
+    events = read(tmp_path / "validation").Images("epoch_confusion_matrix")
+    assert steps(events) == [0, 1] and len(matrices) == 2
+    for event, matrix in zip(events, matrices):
+        np.testing.assert_array_equal(decoded(event), confusion_image(matrix, names))
+    assert read(tmp_path / "train").Tags()["images"] == []
+
+
+def test_no_confusion_image_when_switched_off_or_not_counted(tmp_path):
+    off = TensorBoard(tmp_path / "off", write_graph=False, confusion_matrix=False)
+    tiny_fit([off], epochs=1, num_classes=3)
+    tiny_fit([TensorBoard(tmp_path / "uncounted", write_graph=False)], epochs=1)
+    for run in ("off", "uncounted"):
+        validation = read(tmp_path / run / "validation")
+        assert validation.Tags()["images"] == [] and validation.Scalars("epoch_loss"), run
+
+
+def test_the_test_confusion_image_replaces_an_earlier_one(tmp_path):
+    write_test_confusion(tmp_path, np.eye(2), step=3)
+    [first] = (tmp_path / "test").iterdir()  # named after the second it was written in:
+    first.rename(first.with_name("events.out.tfevents.1000000000.host"))  # as an older run's
+    write_test_confusion(tmp_path, np.array([[1, 1], [0, 2]]), step=3, class_names=["a", "b"])
+    assert len(list((tmp_path / "test").iterdir())) == 1
+    [event] = read(tmp_path / "test").Images("epoch_confusion_matrix")
+    assert event.step == 3
+    expected = confusion_image(np.array([[1, 1], [0, 2]]), ["a", "b"])
+    np.testing.assert_array_equal(decoded(event), expected)
 
 
 def test_update_freq_batch_means_1_and_bad_values_fail(tmp_path):

@@ -300,3 +300,44 @@ def test_evaluation_sums_the_confusion_matrix_and_logs_top_k_as_scalars():
     assert set(history.history) == {"loss", "accuracy", "learning_rate", "val_loss",
                                     "val_accuracy", "val_top_k_accuracy"}
     assert all(isinstance(v[0], float) for v in history.history.values())
+
+
+class ConfusionSeen(Callback):
+    """What `self.loop.validation_confusion` holds at each event that can read it."""
+
+    def __init__(self):
+        self.at_begin, self.at_test_end, self.at_epoch_end = [], [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.at_begin.append(self.loop.validation_confusion)
+
+    def on_test_end(self, logs=None):
+        self.at_test_end.append(self.loop.validation_confusion)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.at_epoch_end.append(self.loop.validation_confusion)
+
+
+def test_each_validation_puts_its_confusion_matrix_on_the_view():
+    seen = ConfusionSeen()
+    _, history = tiny_fit([seen], epochs=2, num_classes=3)
+    assert seen.at_begin[0] is None  # no validation yet
+    val_count = len(tiny_data()[1])  # 20: the padding of the last batch (of 8) not counted
+    for epoch, matrix in enumerate(seen.at_epoch_end):
+        assert matrix.shape == (3, 3) and matrix.sum() == val_count
+        # Rows: true class; so each row holds that class's examples.
+        np.testing.assert_array_equal(matrix.sum(axis=1),
+                                      np.bincount(tiny_data()[1].labels, minlength=3))
+        assert np.trace(matrix) / val_count == pytest.approx(
+            history.history["val_accuracy"][epoch])
+        assert seen.at_test_end[epoch] is matrix  # set before on_test_end, kept to epoch end
+        assert seen.at_begin[epoch + 1:epoch + 2] in ([], [matrix])  # kept until the next one
+        with pytest.raises(ValueError, match="read-only"):
+            matrix[0, 0] = 1.0  # one copy shared by every callback: none may change it
+    assert all(isinstance(v, float) for values in history.history.values() for v in values)
+
+
+def test_no_confusion_matrix_when_the_steps_do_not_count_one():
+    seen = ConfusionSeen()
+    tiny_fit([seen], epochs=1)  # make_steps(num_classes=0)
+    assert seen.at_epoch_end == [None]

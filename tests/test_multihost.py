@@ -3,10 +3,11 @@ devices on localhost, joined by jax.distributed with gloo, interrupted by SIGTER
 end exactly like 1 process x 4 devices run without a stop.
 
 Resumed and uninterrupted 2-process runs agree bit for bit (History, CSV, parameters, test
-loss). The 2-process and 1-process runs agree within RTOL, not exactly: the cross-device sums
-(gradients, metrics) are added in another order by gloo's all-reduce than by XLA:CPU's
-in-process one, so float32 results differ in the last bits (measured after 12 steps: params
-2.3e-7 relative, test loss 6e-8; the History happened to be identical).
+loss), and both leave ModelCheckpoint's directories as one process would. The 2-process and
+1-process runs agree within RTOL, not exactly: the cross-device sums (gradients, metrics) are
+added in another order by gloo's all-reduce than by XLA:CPU's in-process one, so float32
+results differ in the last bits (measured after 12 steps: params 2.3e-7 relative, test loss
+6e-8; the History happened to be identical).
 """
 
 import dataclasses
@@ -21,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from convjax import dist, launch
+from convjax import checkpoint, dist, launch
 from convjax.config import DistConfig
 from helpers import write_image_folder
 
@@ -106,6 +107,8 @@ def test_two_processes_interrupted_and_resumed_end_like_one_process(folder, tmp_
     two, whole_two = final_params(stopped_dir, like=one), final_params(whole_dir, like=one)
     for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(whole_two), strict=True):
         np.testing.assert_array_equal(host(a), host(b))
+    for workdir, final in ((stopped_dir, two), (whole_dir, whole_two)):
+        assert_model_checkpoints(workdir / "checkpoints", final, like=one)
 
     # 2 processes x 2 devices == 1 process x 4 devices, up to the all-reduce's rounding.
     for key, values in want["history"].items():
@@ -113,6 +116,22 @@ def test_two_processes_interrupted_and_resumed_end_like_one_process(folder, tmp_
     assert got["test_loss"] == pytest.approx(want["test_loss"], rel=RTOL)
     for a, b in zip(jax.tree.leaves(two["params"]), jax.tree.leaves(one["params"]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RTOL, atol=1e-7)
+
+
+def assert_model_checkpoints(directory: Path, final, like) -> None:
+    """ModelCheckpoint (max_to_keep=2) in 2 processes: the checkpoints its record lists, i.e.
+    the last two epochs' and the best, and nothing else (no `.incoming` or `.replaced` left
+    by racing swaps, no half-written record); the last holds the final state."""
+    record = json.loads((directory / "epochX.checkpoints.json").read_text())
+    saved = [Path(path).name for path in record["saved"]]
+    assert saved[-2:] == ["epoch002", "epoch003"], record
+    assert Path(record["best_path"]).name in saved and len(saved) <= 3, record
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [*saved, "epochX.checkpoints.json"])
+    state, meta = checkpoint.read_tree(directory / "epoch003", like=like)
+    assert meta["epoch"] == 3
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(final), strict=True):
+        np.testing.assert_array_equal(host(a), host(b))
 
 
 def _quiet(cfg):

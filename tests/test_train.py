@@ -118,6 +118,18 @@ def test_train_and_evaluate_writes_tensorboard_csv_checkpoint(tmp_path):
     assert saved["resolved_impls"] == {"backend": "cpu", "conv_impl": "xla",
                                        "pool_impl": "reshape"}
     assert saved["class_weights"] is None
+    # The last validation's matrix too: 4 validation images (a quarter of 16).
+    val_matrix = np.array(saved["val_confusion_matrix"])
+    assert val_matrix.shape == (2, 2) and val_matrix.sum() == 4
+    assert np.trace(val_matrix) / 4 == saved["history"]["val_accuracy"][-1]
+    assert {"val_per_class_accuracy", "val_macro_f1"} <= set(saved)
+    # Confusion images: validation's at each epoch, the test set's once at the last epoch,
+    # also after a second call on the finished run.
+    assert [e.step for e in val_events.Images("epoch_confusion_matrix")] == [0, 1]
+    assert train_and_evaluate(_tiny_config(data, tmp_path / "cache"), run) == saved
+    assert len(list((run / "tensorboard" / "test").iterdir())) == 1
+    test_events = EventAccumulator(str(run / "tensorboard" / "test")).Reload()
+    assert [e.step for e in test_events.Images("epoch_confusion_matrix")] == [1]
 
 
 def test_cli_rejects_unknown_config_key(tmp_path):

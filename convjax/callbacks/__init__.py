@@ -7,7 +7,7 @@ from convjax.callbacks.early_stopping import EarlyStopping
 from convjax.callbacks.ema import SwapEMAWeights
 from convjax.callbacks.lambda_callback import LambdaCallback
 from convjax.callbacks.lr import LearningRateScheduler, ReduceLROnPlateau
-from convjax.callbacks.recorders import CSVLogger, History, ProgbarLogger
+from convjax.callbacks.recorders import CSVLogger, History, ProgbarLogger, ValidationConfusion
 from convjax.callbacks.remote import RemoteMonitor
 from convjax.callbacks.tensorboard import TensorBoard
 from convjax.callbacks.terminate_on_nan import TerminateOnNaN
@@ -17,4 +17,5 @@ __all__ = [
     "EarlyStopping", "History",
     "LambdaCallback", "LearningRateScheduler", "ModelCheckpoint", "ProgbarLogger",
     "ReduceLROnPlateau", "RemoteMonitor", "SwapEMAWeights", "TensorBoard", "TerminateOnNaN",
+    "ValidationConfusion",
 ]

@@ -10,6 +10,11 @@ read-only `LoopView` of the running loop as `self.loop`, through which it reads 
     self.loop.request_eval_with_ema(True)          # validate with the EMA weights
     self.loop.request_swap_ema()                   # swap params <-> EMA in the state
 
+What it reads besides the state and the position: `self.loop.validation_confusion`, the
+latest validation's (C, C) confusion matrix (rows: true class, columns: predicted; numpy,
+read-only), set before `on_test_end` and kept until the next validation; None when there is
+none. Epoch `logs` stay scalars: a matrix has no place in a CSV row or a History list.
+
 Events, in the order `fit` sends them:
 
     (a backup, when `fit` is given one, is restored here: `loop.resumed` is then True)
@@ -54,6 +59,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
+import numpy as np
 
 from convjax.optim import learning_rate as optimizer_learning_rate
 from convjax.train_state import TrainState
@@ -104,6 +110,7 @@ class RunRecord(Protocol):
     stop_training: bool
     resumed: bool
     nonfinite_steps: int
+    validation_confusion: np.ndarray | None
 
 
 class LoopView:
@@ -157,6 +164,13 @@ class LoopView:
     def nonfinite_steps(self) -> int:
         """Updates skipped as non-finite this epoch, as of the latest logs."""
         return self._run.nonfinite_steps
+
+    @property
+    def validation_confusion(self) -> np.ndarray | None:
+        """The latest validation's confusion matrix: (C, C) counts, rows the true class,
+        columns the predicted one (read-only numpy). None before the first validation, without
+        validation data, or when the steps do not count it (`make_steps(num_classes=0)`)."""
+        return self._run.validation_confusion
 
     @property
     def learning_rate(self) -> float:

@@ -5,6 +5,10 @@ I/O. Each save is an Orbax checkpoint *directory* at `filepath` formatted with `
 with `convjax.checkpoint.read_tree(path, like)`. A small JSON record beside the checkpoints
 (`<name>.checkpoints.json`) keeps the best value, the best path and the paths written, so the
 best survives a restart and `max_to_keep` never deletes the latest or the best checkpoint.
+
+With several processes every process runs this callback and makes the same decisions (the
+same global metrics); every process takes part in each save (`checkpoint.write_tree` is
+collective), and process 0 alone deletes old checkpoints and writes the record.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from convjax import checkpoint
+from convjax import checkpoint, dist
 from convjax.callbacks.base import Callback, Logs
 from convjax.callbacks.monitor import Monitor, make_monitor
 
@@ -128,7 +132,8 @@ class ModelCheckpoint(Callback):
             print(f"\nEpoch {epoch + 1}: saved model to {path}")
         self.saved = [p for p in self.saved if p != path] + [path]
         self._prune()
-        self._write_record()
+        if dist.is_writer():
+            self._write_record()
 
     def _best_only_allows(self, epoch: int, current: float | None, improved: bool) -> bool:
         if current is None:
@@ -140,14 +145,20 @@ class ModelCheckpoint(Callback):
         return improved
 
     def _prune(self) -> None:
+        """Forgets (and in process 0 deletes) the checkpoints beyond `max_to_keep`. No
+        barrier: no process reads them again, and should a later save reuse a deleted path,
+        `write_tree` starts with a barrier that process 0 reaches only after deleting."""
         if self.max_to_keep is None:
             return
         keep = set(self.saved[-self.max_to_keep:]) | {self.best_path}
-        for path in [p for p in self.saved if p not in keep]:
-            checkpoint.delete_tree(path)
+        if dist.is_writer():
+            for path in [p for p in self.saved if p not in keep]:
+                checkpoint.delete_tree(path)
         self.saved = [p for p in self.saved if p in keep]
 
     def _write_record(self) -> None:
+        """Process 0's record of the checkpoints (the others keep the same one in memory and
+        read the file only in `on_train_begin`, of a later run: no barrier needed)."""
         record = {"monitor": self.monitor_name, **self.state_dict()}
         staged = self.record_path.with_name(self.record_path.name + ".tmp")
         staged.write_text(json.dumps(record, indent=1))

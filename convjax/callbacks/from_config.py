@@ -8,6 +8,7 @@ workdir: `<workdir>/history.csv`, `<workdir>/tensorboard/`, `<workdir>/checkpoin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from convjax.callbacks.tensorboard import TensorBoard
 from convjax.callbacks.terminate_on_nan import TerminateOnNaN
 from convjax.callbacks_config import CallbacksConfig
 
-__all__ = ["CallbacksConfig", "keras_args", "make_callbacks"]
+__all__ = ["TENSORBOARD_DIR", "CallbacksConfig", "keras_args", "make_callbacks"]
+
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard's log dir inside the workdir
 
 
 def keras_args(section: Any) -> dict[str, Any]:
@@ -33,11 +36,13 @@ def keras_args(section: Any) -> dict[str, Any]:
 def make_callbacks(
     cfg: CallbacksConfig, workdir: str | Path, *, model_summary: str = "",
     hparams: dict[str, Any] | None = None, writers: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> list[Callback]:
     """The enabled callbacks, writing under `workdir`. Order matters where callbacks share an
     event: TerminateOnNaN stops first; SwapEMAWeights swaps before EarlyStopping and
     ModelCheckpoint look at the weights (as Keras asks); the recorders come last.
-    `hparams` (e.g. `config_to_dict(cfg)`) goes to TensorBoard's HPARAMS tab. `writers=False`
+    `hparams` (e.g. `config_to_dict(cfg)`) goes to TensorBoard's HPARAMS tab, `class_names`
+    label its confusion matrix images. `writers=False`
     (processes other than 0 of a multi-process run) leaves out CSVLogger and TensorBoard:
     they only write, so the run decides the same without them."""
     workdir = Path(workdir)
@@ -57,6 +62,7 @@ def make_callbacks(
     if cfg.csv.enabled and writers:
         made.append(CSVLogger(workdir / "history.csv", **keras_args(cfg.csv)))
     if cfg.tensorboard.enabled and writers:
-        made.append(TensorBoard(workdir / "tensorboard", model_summary=model_summary or None,
-                                hparams=hparams, **keras_args(cfg.tensorboard)))
+        made.append(TensorBoard(workdir / TENSORBOARD_DIR, model_summary=model_summary or None,
+                                hparams=hparams, class_names=class_names,
+                                **keras_args(cfg.tensorboard)))
     return made

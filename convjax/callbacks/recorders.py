@@ -1,6 +1,8 @@
-"""Callbacks that record: History, the progress bar, CSVLogger (TensorBoard: tensorboard.py).
+"""Callbacks that record: History, ValidationConfusion, the progress bar, CSVLogger
+(TensorBoard: tensorboard.py).
 
-I/O (printing and files). Each writes plain numbers it receives in `logs`.
+I/O (printing and files). Each writes plain numbers it receives in `logs`; History and
+ValidationConfusion only keep them in memory (and in backups).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from convjax.callbacks.base import Callback, Logs
@@ -34,6 +38,30 @@ class History(Callback):
     def load_state_dict(self, state):
         self.epoch = list(state["epoch"])
         self.history = {k: list(v) for k, v in state["history"].items()}
+
+
+class ValidationConfusion(Callback):
+    """Keeps the latest validation's confusion matrix (`self.loop.validation_confusion`) for
+    after `fit`: `matrix` is (C, C) counts, or None when no validation counted one.
+
+    In backups, so a run resumed after its last validation still has the matrix (the loop's
+    own copy is not: a resumed loop has none until it validates again)."""
+
+    def __init__(self) -> None:
+        self.matrix: np.ndarray | None = None
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.matrix = None
+
+    def on_test_end(self, logs: Logs | None = None) -> None:
+        self.matrix = self.loop.validation_confusion
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"matrix": None if self.matrix is None else self.matrix.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        matrix = state["matrix"]
+        self.matrix = None if matrix is None else np.asarray(matrix, np.float32)
 
 
 SEPARATOR = " - "

@@ -6,6 +6,9 @@ at step `epoch`; `batch_<metric>` at the global batch (1-based) every `update_fr
 `evaluation_<metric>_vs_iterations` after each validation; `<layer>/<weight>/histogram`
 (and `/image`) every `histogram_freq` epochs; the model structure as a text summary; profiler
 traces of the `profile_batch` batches under `train/plugins/profile/` (jax.profiler).
+convjax adds the validation confusion matrix as an image, `epoch_confusion_matrix` in the
+`validation` run at step `epoch`, and the runner writes the test set's beside it in a `test`
+run (`write_test_confusion`), under the same tag so that TensorBoard shows them together.
 
 Hyperparameters (convjax's `hparams=`, for TensorBoard's HPARAMS tab) make `<log_dir>` itself a
 run: the session's start (the flattened hparams, from tensorboardX's `summary.hparams`, as
@@ -28,6 +31,7 @@ import re
 import secrets
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from tensorboardX.proto import event_pb2
 
 from convjax.callbacks.base import Callback, Logs
 from convjax.callbacks.tensorboard_content import (
+    confusion_image,
     flatten_hparams,
     named_leaves,
     params_table,
@@ -48,6 +53,8 @@ from convjax.callbacks.tensorboard_content import (
 
 RUNS = ("train", "validation")
 SESSION_RUN = "."  # the log dir itself: the hparams session, with train/ and validation/ below
+TEST_RUN = "test"  # the runner's test confusion matrix (`write_test_confusion`), not a callback's
+CONFUSION_TAG = "epoch_confusion_matrix"
 
 
 class _EventFile:
@@ -79,7 +86,9 @@ class TensorBoard(Callback):
     convjax only: `model_summary`, the text to show for `write_graph`, e.g.
     `convjax.models.summary.summary(model, (32, 32, 3))` (by default a table of the weights);
     `hparams`, a (nested) dict of the run's hyperparameters for the HPARAMS tab, e.g.
-    `convjax.config.config_to_dict(cfg)`, flattened by `flatten_hparams`.
+    `convjax.config.config_to_dict(cfg)`, flattened by `flatten_hparams`;
+    `confusion_matrix`, the validation confusion matrix as an image at each epoch end (when
+    the steps count it: `make_steps(num_classes=...)`), labelled with `class_names` if given.
     """
 
     def __init__(
@@ -95,6 +104,8 @@ class TensorBoard(Callback):
         embeddings_metadata: Any = None,
         model_summary: str | None = None,
         hparams: dict[str, Any] | None = None,
+        confusion_matrix: bool = True,
+        class_names: Sequence[str] | None = None,
     ):
         if embeddings_freq or embeddings_metadata:
             warnings.warn("TensorBoard: embeddings are not supported", stacklevel=2)
@@ -111,6 +122,8 @@ class TensorBoard(Callback):
         self.model_summary = model_summary
         self.profile_batch = profile_range(profile_batch)
         self.hparams = None if hparams is None else flatten_hparams(hparams)
+        self.confusion_matrix = confusion_matrix
+        self.class_names = None if class_names is None else list(class_names)
         self._tracing = False
         self._profiled = False  # the trace of this training was started (or failed to start)
         self._files: dict[str, _EventFile] = {}
@@ -227,6 +240,11 @@ class TensorBoard(Callback):
         self._scalars("validation", val, "epoch_", epoch)
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             self._log_weights(epoch)
+        matrix = self.loop.validation_confusion
+        if self.confusion_matrix and matrix is not None:
+            image = confusion_image(matrix, self.class_names)
+            self._file("validation").write(
+                summary.image(CONFUSION_TAG, image, dataformats="HWC"), epoch)
         if self.hparams is not None:  # the HPARAMS tab shows each metric's latest value
             self._scalars(SESSION_RUN, logs, "hparam/", epoch)
         for file in self._files.values():
@@ -270,3 +288,21 @@ class TensorBoard(Callback):
                 path.unlink()
             elif path.stat().st_size > size:
                 os.truncate(path, size)
+
+
+def write_test_confusion(log_dir: str | os.PathLike, matrix: np.ndarray, step: int,
+                         class_names: Sequence[str] | None = None) -> None:
+    """Writes the test set's confusion matrix as the image `epoch_confusion_matrix` at `step`
+    (the last epoch trained) in `<log_dir>/test`, the only event in that run.
+
+    The event files already there are removed first. The runner writes this before
+    results.json, whose presence marks the run finished, so a run that stops in between is
+    continued and its test evaluated again: appending would show two test matrices."""
+    directory = Path(log_dir) / TEST_RUN
+    if directory.is_dir():
+        for old in directory.glob("events.out.tfevents.*"):
+            old.unlink()
+    file = _EventFile(directory, "")
+    image = confusion_image(matrix, class_names)
+    file.write(summary.image(CONFUSION_TAG, image, dataformats="HWC"), step)
+    file.close()

@@ -1,19 +1,29 @@
-"""What the TensorBoard callback writes, computed: weight images, the table of weights, the
-flattened hyperparameters, the batches to profile.
+"""What the TensorBoard callback writes, computed: weight images, confusion matrix images,
+the table of weights, the flattened hyperparameters, the batches to profile.
 
 Pure (no I/O); `convjax.callbacks.tensorboard` writes the results.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from convjax.models.summary import count_params
 
 HParam = bool | int | float | str
+
+# Confusion matrix images: cells of about CONFUSION_SIDE / C pixels, within CONFUSION_CELL, so
+# 10 classes make a 480-pixel square and 1,000 classes one pixel a cell.
+CONFUSION_SIDE = 480
+CONFUSION_CELL = (1, 64)  # smallest and largest cell side, pixels
+LABEL_MIN_CELL = 12  # class names only when a row is as tall as a line of the default font
+NAME_CHARS = 16  # longer class names are cut
+WHITE, DARK_BLUE = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])  # "Blues" ends
 
 
 def named_leaves(tree: Any) -> list[tuple[str, Any]]:
@@ -81,3 +91,49 @@ def weight_image(weight: np.ndarray) -> np.ndarray:
         image = tiles.transpose(2, 0, 3, 1).reshape(tiles.shape[2] * kh, tiles.shape[3] * kw)
     low, high = float(image.min()), float(image.max())
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def confusion_image(matrix: np.ndarray, class_names: Sequence[str] | None = None
+                    ) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) picture of a confusion matrix of counts (rows: true class,
+    columns: predicted). Each cell is a square coloured by its share of the row, i.e. of its
+    true class's examples, from white (0) to dark blue (1), so the diagonal reads as per-class
+    accuracy whatever the class sizes; its count is written in it where it fits. With
+    `class_names` and cells big enough, the names label the rows (left) and columns (top)."""
+    counts = np.asarray(matrix, np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    cell = int(np.clip(CONFUSION_SIDE // len(counts), *CONFUSION_CELL))
+    colours = np.rint(WHITE + fractions[..., None] * (DARK_BLUE - WHITE)).astype(np.uint8)
+    grid = Image.fromarray(colours.repeat(cell, axis=0).repeat(cell, axis=1))
+    draw, font = ImageDraw.Draw(grid), ImageFont.load_default()
+    for (row, col), count in np.ndenumerate(counts):
+        text = str(round(count))
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        if right - left > cell - 2 or bottom - top > cell - 2:
+            continue  # does not fit in its cell
+        x = col * cell + (cell - (right - left)) // 2 - left
+        y = row * cell + (cell - (bottom - top)) // 2 - top
+        ink = "white" if fractions[row, col] > 0.5 else "black"  # readable on dark and light
+        draw.text((x, y), text, fill=ink, font=font)
+    if class_names is not None and cell >= LABEL_MIN_CELL:
+        grid = _with_class_names(grid, list(class_names), cell, font)
+    return np.asarray(grid)
+
+
+def _with_class_names(grid: Image.Image, names: list[str], cell: int,
+                      font: ImageFont.ImageFont) -> Image.Image:
+    """`grid` with the names left of its rows and above its columns (read upwards)."""
+    names = [str(name)[:NAME_CHARS] for name in names]
+    boxes = [ImageDraw.Draw(grid).textbbox((0, 0), name, font=font) for name in names]
+    margin = 4 + max(right for _, _, right, _ in boxes)
+    canvas = Image.new("RGB", (margin + grid.width, margin + grid.height), "white")
+    canvas.paste(grid, (margin, margin))
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, (_, top, right, bottom)) in enumerate(zip(names, boxes)):
+        y = i * cell + (cell - (bottom - top)) // 2 - top  # centred on row / column i
+        draw.text((margin - 2 - right, margin + y), name, fill="black", font=font)
+        label = Image.new("RGB", (margin, cell), "white")  # written across, then turned
+        ImageDraw.Draw(label).text((2, y - i * cell), name, fill="black", font=font)
+        canvas.paste(label.rotate(90, expand=True), (margin + i * cell, 0))
+    return canvas
