@@ -108,7 +108,7 @@ spe = train_batches.steps_per_epoch
 
 model = CNN(ModelConfig(conv_filters=SCALE.filters, convs_per_block=1, dropout=0.0,
                         dense=SCALE.dense, dense_dropout=0.0, num_classes=10,
-                        conv_impl="im2col", pool_impl="reshape"))  # fast on CPU, same function
+                        conv_impl="im2col", pool_impl="reshape"))  # same function as "auto"
 optim = OptimConfig(name="adam", learning_rate=1e-3, schedule="cosine")
 schedule = make_schedule(optim, spe, spe * max(SCALE.epochs, SCALE.plateau_epochs))
 tx = make_optimizer(optim, schedule)
