@@ -19,7 +19,7 @@ def test_every_variant_changes_only_its_own_keys_for_three_seeds(tmp_path):
     for run in runs:
         changed = {d.split(":")[0] for d in config_diff(baseline[run.seed], run.cfg)}
         assert changed == {o.split("=")[0] for o in run.overrides}, run.variant
-    assert base.data.train_limit == 4000 and base.train.epochs == 12
+    assert base.data.train_limit == 4000 and base.train.epochs == 20
 
 
 def test_the_command_passes_the_users_arguments_last(capsys):
