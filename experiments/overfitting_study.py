@@ -7,20 +7,23 @@ The course CNN (`experiments.cifar10_cnn`) on a CIFAR-10 subset small enough tha
 overfits within the study's epochs (`SHARED`), once per variant and seed through
 `experiments.ablate`, which writes `table.md` (mean ± std over the seeds of the train and
 validation accuracy, their gap, and test accuracy), `results.jsonl` and `curves.png` in the
-workdir. Rerunning the command continues a study that stopped; more `--set` overrides
+workdir, and `curves_grid.png`: one panel per variant with the baseline behind it. Rerunning
+the command continues a study that stopped; more `--set` overrides
 (applied after `SHARED`) or other `--seeds` may be given, e.g. `--set train.epochs=30`.
 
 Every variant changes one thing of the baseline (`VARIANTS`). The learning rate is *not*
 scaled with the batch size: the course changes only `batch_size`, so a larger batch also
-means fewer updates per epoch. Run with `--list` to print the ablate command it runs.
+means fewer updates per epoch. `--list` prints the ablate command it runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
-import sys
+from pathlib import Path
 
 from experiments import ablate
+from experiments.plots import plot_grid, read_variant
 
 # 4,000 training images drawn with the run's seed, 1,000 of them for validation; 5,000 test
 # images; 20 epochs: about 2 minutes a run on 2 CPU cores, 36 runs in about 70 minutes. How much
@@ -59,15 +62,19 @@ def ablate_argv(extra: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]) + "\nOther arguments go to experiments.ablate.")
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--list", action="store_true", help="print the ablate command, run nothing")
+    args, rest = parser.parse_known_args(argv)
+    argv = ablate_argv(["--workdir", str(args.workdir), *rest])
+    if args.list:
+        print("python -m experiments.ablate " + shlex.join(argv))
         return
-    if "--list" in argv:
-        argv.remove("--list")
-        print("python -m experiments.ablate " + shlex.join(ablate_argv(argv)))
-        return
-    ablate.main(ablate_argv(argv))
+    ablate.main(argv)  # the sweep, table.md, results.jsonl and curves.png (all variants)
+    histories = {name: read_variant(args.workdir / name) for name in VARIANTS}
+    plot_grid(histories, args.workdir / "curves_grid.png", reference="baseline")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,46 @@ def plot_variants(histories: Mapping[str, Sequence[History]], out: Path, title: 
     return out
 
 
+def plot_grid(histories: Mapping[str, Sequence[History]], out: Path, reference: str,
+              metric: str = "accuracy", columns: int = 4) -> Path | None:
+    """Small multiples for many variants: one panel per variant, with the `reference`
+    variant (e.g. the baseline) drawn in grey behind it; validation solid, the running
+    training `metric` dashed, so each panel shows how far that variant closes the gap.
+    Returns `out`, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'convjax[plots]')")
+        return None
+    if reference not in histories:
+        raise ValueError(f"no variant {reference!r} to draw behind the others")
+    rows = -(-len(histories) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows),
+                             sharex=True, sharey=True, squeeze=False)
+    grey, blue = {"color": "0.6"}, {"color": "tab:blue"}
+    for ax, (name, runs) in zip(axes.flat, histories.items()):
+        for style, key in (("--", metric), ("-", f"val_{metric}")):
+            if name != reference:
+                _draw(ax, histories[reference], key, style, "", grey)
+            _draw(ax, runs, key, style, "", blue)
+        ax.set_title(f"{name} (n={len(runs)})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(histories):]:
+        ax.axis("off")
+    fig.supxlabel("epoch")
+    fig.supylabel(f"{metric}: validation (solid), running train (dashed); grey: {reference}",
+                  fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_runs(paths: Sequence[Path], out: Path, title: str = "") -> Path | None:
     """`plot_variants` over run or variant directories, each named by its directory."""
     return plot_variants({Path(p).name: read_variant(Path(p)) for p in paths}, out, title)

@@ -23,7 +23,7 @@ def test_every_variant_changes_only_its_own_keys_for_three_seeds(tmp_path):
 
 
 def test_the_command_passes_the_users_arguments_last(capsys):
-    overfitting_study.main(["--list", "--workdir", "w", "--set", "train.epochs=2"])
+    overfitting_study.main(["--workdir", "w", "--list", "--set", "train.epochs=2"])
     printed = capsys.readouterr().out
     assert printed.startswith("python -m experiments.ablate --experiment cifar10_cnn")
     assert printed.rstrip().endswith("--workdir w --set train.epochs=2")

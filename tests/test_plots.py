@@ -44,3 +44,13 @@ def test_plot_runs_writes_a_png_for_variant_directories(tmp_path):
     write_history(tmp_path / "single", [(0.5, 1.0, 0.4)] * 2)
     out = plots.plot_runs([tmp_path / "v", tmp_path / "single"], tmp_path / "c.png", "t")
     assert out == tmp_path / "c.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_grid_draws_each_variant_over_the_reference(tmp_path):
+    require_module("matplotlib")
+    histories = {name: [{"accuracy": [0.3, 0.6], "val_accuracy": [0.3, 0.4]}] * 2
+                 for name in ("baseline", "a", "b", "c", "d")}
+    out = plots.plot_grid(histories, tmp_path / "g.png", reference="baseline", columns=2)
+    assert out == tmp_path / "g.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no variant 'none'"):
+        plots.plot_grid(histories, tmp_path / "h.png", reference="none")
