@@ -7,6 +7,7 @@ pools do not interfere. Compilation and warm-up steps are excluded from the timi
 
     python benchmarks/bench_train_speed.py            # all peers that are installed
     python benchmarks/bench_train_speed.py --steps 20 --only convjax,convjax-xla
+    python benchmarks/bench_train_speed.py --steps 20 --runs 3     # median of 3 rounds
     python benchmarks/bench_train_speed.py --only convjax,convjax-shifted,pytorch  # issue #14
 
 Peers are optional extras (`pip install -e .[bench]`): Keras 3 with the JAX backend, Keras 3
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -161,6 +163,8 @@ def _child(name: str, steps: int, python: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--runs", type=int, default=1,
+                        help="rounds over all peers (interleaved); the table shows the median")
     parser.add_argument("--only", default=",".join(PEERS), help="comma-separated peer names")
     parser.add_argument("--tf-python", default=sys.executable,
                         help="interpreter for the keras-tensorflow peer (a venv with tensorflow)")
@@ -169,20 +173,29 @@ def main() -> None:
     if args.child:
         print(json.dumps({"name": args.child, "images_per_s": PEERS[args.child](args.steps)}))
         return
-    results = [
-        _child(name, args.steps, args.tf_python if name == "keras-tensorflow" else sys.executable)
-        for name in args.only.split(",")
-    ]
-    base = next((r["images_per_s"] for r in results if r["name"] == "convjax"
-                 and "images_per_s" in r), None)
-    print(f"\n{'framework':<22}{'images/s':>10}{'vs convjax':>12}   (batch {BATCH}, "
-          f"{args.steps} timed steps, {os.cpu_count()} CPUs)")
-    for r in results:
-        if "images_per_s" not in r:
-            print(f"{r['name']:<22}{'skipped':>10}   {r['skipped']}")
+    names = args.only.split(",")
+    speeds: dict[str, list[float]] = {name: [] for name in names}
+    skipped: dict[str, str] = {}
+    for _ in range(args.runs):  # round after round, so a change of load hits every peer
+        for name in names:
+            python = args.tf_python if name == "keras-tensorflow" else sys.executable
+            result = _child(name, args.steps, python)
+            if "images_per_s" in result:
+                speeds[name].append(result["images_per_s"])
+            else:
+                skipped[name] = result["skipped"]
+    median = {name: statistics.median(v) for name, v in speeds.items() if v}
+    print(f"\n{'framework':<22}{'images/s':>10}{'vs convjax':>12}{'vs pytorch':>12}   runs"
+          f"   (batch {BATCH}, {args.steps} timed steps, median of {args.runs} run(s), "
+          f"{os.cpu_count()} CPUs)")
+    for name in names:
+        if name not in median:
+            print(f"{name:<22}{'skipped':>10}   {skipped.get(name, '')}")
             continue
-        ratio = f"{r['images_per_s'] / base:.2f}x" if base else "-"
-        print(f"{r['name']:<22}{r['images_per_s']:>10.0f}{ratio:>12}")
+        ratios = [f"{median[name] / median[ref]:.2f}x" if ref in median else "-"
+                  for ref in ("convjax", "pytorch")]
+        runs = ", ".join(f"{v:.0f}" for v in speeds[name])
+        print(f"{name:<22}{median[name]:>10.0f}{ratios[0]:>12}{ratios[1]:>12}   {runs}")
 
 
 if __name__ == "__main__":
