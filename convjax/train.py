@@ -29,13 +29,10 @@ on, so it understates how well the model fits its training data and hides overfi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,20 +68,10 @@ from convjax.provenance import provenance
 from convjax.rundir import FINAL, RESULTS, STATUSES, Run, open_run, write_json_atomic
 from convjax.sharding import make_mesh
 from convjax.steps import Steps, make_steps
+from convjax.stopping import Interrupted, stop_on_signals
 from convjax.train_state import TrainState, eval_params, init_train_state
 
 TRAIN_EVAL_LIMIT = 10_000  # training images re-evaluated in inference mode at the end
-
-
-class Interrupted(Exception):
-    """The run stopped on SIGINT/SIGTERM after writing a backup; `exit_code` is 128 + signal."""
-
-    def __init__(self, signum: int, stopped: TrainingInterrupted, workdir: Path):
-        name = signal.Signals(signum).name
-        super().__init__(f"{name}: stopped at epoch {stopped.epoch + 1}, step "
-                         f"{stopped.step_in_epoch}; backup in {workdir / 'backup'}. "
-                         "Run the same command again to continue.")
-        self.exit_code = 128 + signum
 
 
 def check_num_classes(configured: int, data_classes: int) -> int:
@@ -119,28 +106,6 @@ def enable_compilation_cache() -> None:
     CNN's first train step took 3.63 s cold and 0.63 s with the cache warm (`compile_seconds`
     of `python -m experiments.cifar10_cnn --smoke` run twice into fresh workdirs)."""
     jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
-    """SIGINT and SIGTERM set an event (fit finishes its step, backs up and stops) instead of
-    raising in the middle of a step; the previous handlers come back afterwards."""
-    event, received = threading.Event(), []
-
-    def handler(signum, frame):
-        del frame
-        received.append(signum)
-        event.set()
-
-    if threading.current_thread() is not threading.main_thread():
-        yield event, received  # signals reach only the main thread: nothing to install
-        return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield event, received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def device_budget_bytes(cfg: Config, train: Source, mesh) -> int | None:

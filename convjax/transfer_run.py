@@ -9,7 +9,7 @@ refuse another config, `--restart`), and each enabled phase is a sub-run of its 
     <workdir>/<phase>/...                        (features, frozen, finetune, scratch)
 
 A rerun skips finished phases and resumes the unfinished one from its backup; SIGINT/SIGTERM
-back up the phase and exit 130/143 (`train.stop_on_signals`). Data and weights load lazily:
+back up the phase and exit 130/143 (`stopping.stop_on_signals`). Data and weights load lazily:
 only a phase that trains reads them, so a finished run trains and reads nothing.
 
 Memory: the photos of a `data.limit` run are sampled before decoding, and every validation
@@ -49,7 +49,8 @@ from convjax.models.summary import summary
 from convjax.provenance import provenance
 from convjax.rundir import FINAL, RESULTS, Run, open_run, write_json_atomic
 from convjax.sharding import make_mesh, replicated
-from convjax.train import Interrupted, enable_compilation_cache, save_final, stop_on_signals
+from convjax.stopping import Interrupted, stop_on_signals
+from convjax.train import enable_compilation_cache, save_final
 from convjax.transfer_config import TransferExperimentConfig
 from convjax.transfer_phases import (
     PhasePlan,
