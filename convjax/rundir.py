@@ -67,14 +67,17 @@ def open_run(cfg: Any, workdir: str | Path, restart: bool = False) -> Run:
     if restart and workdir.exists() and any(workdir.iterdir()):
         moved = _move_aside(workdir)
         print(f"--restart: the previous run in {workdir} was moved to {moved}", flush=True)
-    status = _status(cfg, workdir)
+    status = run_status(cfg, workdir)
     if status == "new":
         workdir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(workdir / CONFIG, config_to_dict(cfg))
     return Run(workdir, status)
 
 
-def _status(cfg: Any, workdir: Path) -> str:
+def run_status(cfg: Any, workdir: str | Path) -> str:
+    """"new", "unfinished" or "finished" for `cfg` in `workdir`, reading only config.json and
+    whether results.json exists; `RunRefused` when the runner would refuse the workdir."""
+    workdir = Path(workdir)
     if not workdir.exists() or not any(workdir.iterdir()):
         return "new"
     if not (workdir / CONFIG).exists():

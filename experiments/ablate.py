@@ -46,7 +46,7 @@ from convjax.config import (
     config_from_dict,
     config_to_dict,
 )
-from convjax.rundir import NOT_COMPARED
+from convjax.rundir import NOT_COMPARED, run_status
 from convjax.train import train_and_evaluate
 from experiments.plots import plot_variants
 
@@ -115,10 +115,13 @@ def plan_runs(base: Config, variants: list[tuple[str, list[str]]], seeds: list[i
 
 
 def finished_results(run: Run) -> dict[str, Any] | None:
-    """The saved results of a finished run (None if unfinished); a ValueError if it finished
-    under another config, whose results would otherwise be tabulated under this one."""
+    """The saved results of a finished run (None if new or unfinished); a ValueError if it
+    finished under another config, whose results would otherwise be tabulated under this one,
+    or if the runner would refuse its workdir (`run_status`: another config, or a directory
+    that is not a run), so that the sweep stops before its first run, not in the middle."""
     path = run.workdir / "results.json"
     if not path.exists():
+        run_status(run.cfg, run.workdir)  # RunRefused is a ValueError
         return None
     try:
         results = json.loads(path.read_text())

@@ -119,6 +119,16 @@ def test_bad_sweeps_fail_in_one_line_before_any_run(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "abl").exists()
 
 
+def test_a_workdir_the_runner_would_refuse_stops_the_sweep_before_any_run(tmp_path, monkeypatch,
+                                                                         capsys):
+    (tmp_path / "abl" / "b" / "seed0" / "backup").mkdir(parents=True)  # e.g. a killed old run
+    monkeypatch.setattr(ablate, "train_and_evaluate", no_training)
+    with pytest.raises(SystemExit):
+        ablate.main(["--workdir", str(tmp_path / "abl"), "--variant", "a:", "--variant", "b:"])
+    assert "b/seed0 is not empty and holds no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "abl" / "a").exists()
+
+
 def test_mean_std_is_mean_sample_std_and_n():
     assert ablate.mean_std([0.5, 0.7]) == "0.600 ± 0.141 (2)"  # ddof=1 (ddof=0: 0.100)
     assert ablate.mean_std([0.1, -0.1, 0.3], "+.3f") == "+0.100 ± 0.200 (3)"
