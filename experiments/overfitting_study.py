@@ -26,7 +26,7 @@ from experiments import ablate
 from experiments.plots import plot_grid, read_variant
 
 # 4,000 training images drawn with the run's seed, 1,000 of them for validation; 5,000 test
-# images; 20 epochs: about 2 minutes a run on 2 CPU cores, 36 runs in about 70 minutes. How much
+# images; 20 epochs: about 100 s a run on 2 CPU cores, 36 runs in about an hour. How much
 # the baseline overfits there: README, "The overfitting study".
 SHARED = ("data.train_limit=4000", "data.validation_split=0.25", "data.test_limit=5000",
           "train.epochs=20")
