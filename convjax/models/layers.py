@@ -13,8 +13,9 @@ Measured on the course CNN (README, "Training speed"): with jax/jaxlib 0.10.2 XL
 is the fastest on CPU too (its forward and input gradient run at ~60% of the machine's matmul
 speed, its kernel gradient at ~30%): 662 images/s per train step against 480 for im2col and
 361 for `shifted` (whose thin (Cin, Cout) products are bound by memory traffic); the reshape
-max-pool still beats `select_and_scatter` (662 vs 538 with XLA's pool). Every `impl` defaults to "auto": `resolve_impl`
-picks the one measured fastest on the running backend when the model is built.
+max-pool still beats `select_and_scatter` (662 vs 538 with XLA's pool). Every `impl`
+defaults to "auto": `resolve_impl` picks the one measured fastest on the running backend when
+the model is built.
 """
 
 from __future__ import annotations
