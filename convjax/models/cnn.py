@@ -55,8 +55,9 @@ class ModelConfig:
     # Formulations of the same function (README, "Training speed"); "auto" takes the fastest
     # on the running backend (`layers.resolve_impl`): xla conv + reshape pool on CPU, xla
     # for both elsewhere.
-    # lax.conv, patches @ kernel, or a sum over the k*k offsets of shifted input @ kernel[i, j]
-    conv_impl: Literal["auto", "xla", "im2col", "shifted"] = "auto"
+    # xla: lax.conv; im2col: patches @ kernel; shifted: a sum over the k*k offsets of shifted
+    # input @ kernel[i, j] (models/shifted_conv.py)
+    conv_impl: Literal["auto", "xla", "im2col", "shifted"] = "auto"  # lax.conv or an alternative
     pool_impl: Literal["auto", "xla", "reshape"] = "auto"  # reduce_window, or max of a reshape
     dtype: DType = "float32"  # compute dtype; bfloat16 = mixed precision (for GPU/TPU)
     param_dtype: DType = "float32"  # parameters (and so gradients, optimizer state, EMA)
