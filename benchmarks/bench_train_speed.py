@@ -47,9 +47,11 @@ def _timed(step, steps: int, sync) -> float:
     return BATCH * steps / (time.perf_counter() - t0)
 
 
-def convjax_program(conv_impl: str, pool_impl: str):
+def convjax_program(conv_impl: str = "auto", pool_impl: str = "auto", *,
+                    model_overrides: dict | None = None, optim=None):
     """(train, state, sums, batch): the course CNN's jitted train step (the program `fit` runs,
-    state donated) and its arguments."""
+    state donated) and its arguments. `model_overrides` (ModelConfig fields) and `optim` (an
+    OptimConfig, default Adam 1e-3) vary it for other benchmarks."""
     import jax
     import numpy as np
 
@@ -60,17 +62,20 @@ def convjax_program(conv_impl: str, pool_impl: str):
     from convjax.steps import make_steps
     from convjax.train_state import init_train_state
 
-    model = CNN(ModelConfig(conv_impl=conv_impl, pool_impl=pool_impl, num_classes=10))
-    tx = make_optimizer(OptimConfig(), make_schedule(OptimConfig(), 100, 100))
+    model = CNN(ModelConfig(conv_impl=conv_impl, pool_impl=pool_impl, num_classes=10,
+                            **(model_overrides or {})))
+    optim = optim or OptimConfig()
+    tx = make_optimizer(optim, make_schedule(optim, 100, 100))
     state = init_train_state(model, tx, jax.random.key(0), (32, 32, 3))
     images, labels = _data(np)
     batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
     return make_steps(model=model, tx=tx).train, state, jax.device_put(zero_sums()), batch
 
 
-def convjax_step(conv_impl: str, pool_impl: str):
-    """A function whose every call runs one train step (returns the metric sums)."""
-    train, state, sums, batch = convjax_program(conv_impl, pool_impl)
+def convjax_step(conv_impl: str = "auto", pool_impl: str = "auto", **variation):
+    """A function whose every call runs one train step (returns the metric sums);
+    `variation`: `convjax_program`'s keyword arguments."""
+    train, state, sums, batch = convjax_program(conv_impl, pool_impl, **variation)
     holder = [state, sums]
 
     def step():

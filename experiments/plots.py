@@ -22,6 +22,7 @@ import statistics
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 History = Mapping[str, Sequence[float]]  # Keras-style: metric -> one value per epoch
 
@@ -77,19 +78,28 @@ def _draw(ax, histories: Sequence[History], metric: str, style: str, label: str,
                         [m + s for m, s in zip(mean, std)], alpha=0.15, linewidth=0, **colour)
 
 
-def plot_variants(histories: Mapping[str, Sequence[History]], out: Path, title: str = ""
-                  ) -> Path | None:
-    """Writes the figure to `out`; returns it, or None (with a message) without matplotlib.
-    `histories` maps each variant's name to its runs' histories (one per seed)."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot drawing to files only, or None (with a message) when matplotlib is
+    not installed: it is optional."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'convjax[plots]')")
         return None
+    return plt
+
+
+def plot_variants(histories: Mapping[str, Sequence[History]], out: Path, title: str = ""
+                  ) -> Path | None:
+    """Writes the figure to `out`; returns it, or None (with a message) without matplotlib.
+    `histories` maps each variant's name to its runs' histories (one per seed)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    from matplotlib.ticker import MaxNLocator
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for (name, runs), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"]()):
         n = f" (n={len(runs)})" if len(runs) > 1 else ""
@@ -119,13 +129,8 @@ def plot_grid(histories: Mapping[str, Sequence[History]], out: Path, reference: 
     variant (e.g. the baseline) drawn in grey behind it; validation solid, the running
     training `metric` dashed, so each panel shows how far that variant closes the gap.
     Returns `out`, or None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'convjax[plots]')")
+    plt = _pyplot()
+    if plt is None:
         return None
     if reference not in histories:
         raise ValueError(f"no variant {reference!r} to draw behind the others")
