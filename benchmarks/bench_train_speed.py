@@ -149,6 +149,7 @@ PEERS = {
     "convjax-reshape-pool": lambda s: run_convjax(s, "xla", "reshape"),
     "convjax-im2col": lambda s: run_convjax(s, "im2col", "reshape"),  # patches @ kernel
     "convjax-shifted": lambda s: run_convjax(s, "shifted", "reshape"),  # no patch tensor
+    "convjax-onednn": lambda s: run_convjax(s, "onednn", "reshape"),  # oneDNN via jax.ffi
     "keras-jax": lambda s: run_keras(s, "jax"),
     "keras-tensorflow": lambda s: run_keras(s, "tensorflow"),
     "pytorch": run_torch,

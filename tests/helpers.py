@@ -1,5 +1,6 @@
-"""Small builders shared by the tests: a tiny CNN setup, a tiny image folder, and
-`require_module` for optional test dependencies."""
+"""Small builders shared by the tests: a tiny CNN setup, a tiny image folder,
+`require_module` for optional test dependencies and `assert_same_function` for the
+formulations of a convolution."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,3 +84,43 @@ class TinyBackbone(nn.Module):
             nn.Conv(4, (3, 3), name="block1")(x)))
         x = nn.relu(nn.Conv(6, (3, 3), name="block2")(x))
         return x.mean(axis=(1, 2))
+
+
+# --- convolutions: each formulation against lax.conv -------------------------------------
+
+def lax_conv(x, kernel, padding):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def value_and_grads(conv, x, kernel, padding):
+    """conv's output and the gradients w.r.t. x and kernel of a scalar that weighs every
+    output differently (a plain sum would hide a misplaced term)."""
+    weights = jax.random.normal(jax.random.key(2), lax_conv(x, kernel, padding).shape)
+    loss = lambda x, kernel: (conv(x, kernel, padding) * weights).sum()  # noqa: E731
+    return conv(x, kernel, padding), *jax.grad(loss, argnums=(0, 1))(x, kernel)
+
+
+def assert_same_function(conv, padding, kernel_size, dtype=jnp.float32, tol=1e-5):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3), dtype)  # non-square: rows vs cols
+    kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 3, 4), dtype)
+    expected = value_and_grads(lax_conv, x.astype(jnp.float32), kernel.astype(jnp.float32),
+                               padding)
+    actual = value_and_grads(conv, x, kernel, padding)
+    for name, a, e in zip(("output", "dx", "dkernel"), actual, expected):
+        assert a.dtype == dtype, name
+        np.testing.assert_allclose(a.astype(jnp.float32), e, rtol=tol, atol=tol, err_msg=name)
+
+
+def require_onednn():
+    """oneDNN's conv built and loaded here; like `require_module`, skips without it except
+    under CI, where it fails (it is a dependency on x86-64 Linux, and CI runs there)."""
+    from convjax.models import onednn_conv
+
+    try:
+        onednn_conv.register()
+    except (onednn_conv.OneDnnUnavailable, OSError) as err:
+        message = f"oneDNN conv unavailable here ({err})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " -- required under CI=true")
+        pytest.skip(message)

@@ -11,6 +11,7 @@ from convjax.models import CNN, count_params, layer_table, summary
 from convjax.models.cnn import resolve_model_impls, resolved_impls
 from convjax.models.efficientnet_lite import DepthwiseConv2D
 from convjax.models.layers import extract_patches, pool2x2, resolve_impl
+from helpers import require_onednn
 
 # The course's Keras tables. Update only if the course's models change.
 MNIST_MODEL = ModelConfig(
@@ -52,10 +53,12 @@ def test_valid_padding_shrinks():
     assert layer_table(CNN(cfg), (10, 10, 1))[1].output_shape == (6, 6, 4)
 
 
-@pytest.mark.parametrize("impl", ["im2col", "shifted"])
+@pytest.mark.parametrize("impl", ["im2col", "shifted", "onednn"])
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 @pytest.mark.parametrize("kernel", [1, 2, 3, 5])
 def test_fast_conv_is_the_same_function(impl, padding, kernel):
+    if impl == "onednn":
+        require_onednn()
     x = jax.random.normal(jax.random.key(0), (2, 12, 11, 3))
     # Two convs, so that the first one's input gradient is used too.
     base = ModelConfig(conv_filters=(5,), convs_per_block=2, kernel_size=kernel,

@@ -4,30 +4,7 @@ import numpy as np
 import pytest
 
 from convjax.models.shifted_conv import DKERNEL, DX, conv_shifted, make_conv_shifted
-
-
-def lax_conv(x, kernel, padding):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def value_and_grads(conv, x, kernel, padding):
-    """conv's output and the gradients w.r.t. x and kernel of a scalar that weighs every
-    output differently (a plain sum would hide a misplaced term)."""
-    weights = jax.random.normal(jax.random.key(2), lax_conv(x, kernel, padding).shape)
-    loss = lambda x, kernel: (conv(x, kernel, padding) * weights).sum()  # noqa: E731
-    return conv(x, kernel, padding), *jax.grad(loss, argnums=(0, 1))(x, kernel)
-
-
-def assert_same_function(conv, padding, kernel_size, dtype=jnp.float32, tol=1e-5):
-    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3), dtype)  # non-square: rows vs cols
-    kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 3, 4), dtype)
-    expected = value_and_grads(lax_conv, x.astype(jnp.float32), kernel.astype(jnp.float32),
-                               padding)
-    actual = value_and_grads(conv, x, kernel, padding)
-    for name, a, e in zip(("output", "dx", "dkernel"), actual, expected):
-        assert a.dtype == dtype, name
-        np.testing.assert_allclose(a.astype(jnp.float32), e, rtol=tol, atol=tol, err_msg=name)
+from helpers import assert_same_function
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])

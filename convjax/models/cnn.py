@@ -33,6 +33,7 @@ from convjax.config_fields import check_fields, require
 from convjax.models.layers import Conv2D, pool2x2, resolve_impl
 
 DType = Literal["float32", "bfloat16"]
+ConvImpl = Literal["auto", "xla", "im2col", "shifted", "onednn"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,12 @@ class ModelConfig:
     l2: float = 0.0  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel**2) to the loss
     l2_layers: Literal["all", "conv", "dense"] = "all"  # whose kernels `l2` regularises
     # Formulations of the same function (README, "Training speed"); "auto" takes the fastest
-    # on the running backend (`layers.resolve_impl`): xla conv + reshape pool on CPU, xla
-    # for both elsewhere.
+    # on the running backend (`layers.resolve_impl`): on CPU oneDNN's conv (on one device,
+    # where it builds; else xla) + reshape pool, xla for both elsewhere.
     # xla: lax.conv; im2col: patches @ kernel; shifted: a sum over the k*k offsets of shifted
-    # input @ kernel[i, j] (models/shifted_conv.py)
-    conv_impl: Literal["auto", "xla", "im2col", "shifted"] = "auto"  # lax.conv or an alternative
+    # input @ kernel[i, j] (models/shifted_conv.py); onednn: Intel's oneDNN kernels through
+    # jax.ffi (models/onednn_conv.py, float32, CPU)
+    conv_impl: ConvImpl = "auto"  # lax.conv, a pure-JAX rewrite of it, or oneDNN's
     pool_impl: Literal["auto", "xla", "reshape"] = "auto"  # reduce_window, or max of a reshape
     dtype: DType = "float32"  # compute dtype; bfloat16 = mixed precision (for GPU/TPU)
     param_dtype: DType = "float32"  # parameters (and so gradients, optimizer state, EMA)

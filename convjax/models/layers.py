@@ -1,21 +1,21 @@
 """Conv and pooling layers, each with alternative formulations of the same function.
 
 Pure. Each alternative computes the same function as the standard Flax/lax layer (tests
-compare them); they were written for XLA:CPU, whose gradients of two layers were slow:
+compare them); they were written for XLA:CPU, where three parts of a CNN were slow:
 
 - conv weight-gradients -> `im2col`: gather the k*k shifted views into one patch tensor, so
   forward and both gradients are plain matrix products; `shifted` (module `shifted_conv`)
   gets the same products as a sum over the k*k offsets, without the patch tensor;
 - the max-pool gradient (`select_and_scatter`) -> `reshape`: for 2x2/stride-2 pooling a max
-  over a reshaped axis, whose gradient is an elementwise mask.
+  over a reshaped axis, whose gradient is an elementwise mask;
+- XLA:CPU's convolutions themselves -> `onednn` (module `onednn_conv`): Intel's oneDNN
+  kernels, the ones PyTorch uses on CPU, called from the jitted program through `jax.ffi`.
 
-Measured on the course CNN (README, "Training speed"): with jax/jaxlib 0.10.2 XLA's own conv
-is the fastest on CPU too (its forward and input gradient run at ~60% of the machine's matmul
-speed, its kernel gradient at ~30%): 662 images/s per train step against 480 for im2col and
-361 for `shifted` (whose thin (Cin, Cout) products are bound by memory traffic); the reshape
-max-pool still beats `select_and_scatter` (662 vs 538 with XLA's pool). Every `impl`
-defaults to "auto": `resolve_impl` picks the one measured fastest on the running backend when
-the model is built.
+Measured on the course CNN (README, "Training speed"), with jax/jaxlib 0.10.2 on CPU: a train
+step with oneDNN's conv runs at about 1.6x the speed of one with XLA's conv, which in turn
+beats im2col and `shifted` (whose thin (Cin, Cout) products are bound by memory traffic); the
+reshape max-pool beats `select_and_scatter`. Every `impl` defaults to "auto": `resolve_impl`
+picks the one measured fastest on the running backend when the model is built.
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from convjax.models import onednn_conv
+from convjax.models.onednn_conv import conv_onednn
 from convjax.models.shifted_conv import conv_shifted, padding_amounts
 
 # The formulations measured fastest per backend (README, "Training speed"; EfficientNet-Lite's
 # depthwise conv: efficientnet_lite.DepthwiseConv2D). A backend not listed (gpu, tpu) gets
 # XLA's own convolutions and pooling, which its compilers are built to run fast.
-FASTEST = {"cpu": {"conv": "xla", "pool": "reshape", "depthwise": "shifted"}}
+CONV_IMPLS = ("xla", "im2col", "shifted", "onednn")
+FASTEST = {"cpu": {"conv": "onednn", "pool": "reshape", "depthwise": "shifted"}}
 
 
 def resolve_impl(kind: str, impl: str, backend: str | None = None) -> str:
@@ -40,7 +43,18 @@ def resolve_impl(kind: str, impl: str, backend: str | None = None) -> str:
     if impl != "auto":
         return impl
     backend = jax.default_backend() if backend is None else backend
-    return FASTEST.get(backend, {}).get(kind, "xla")
+    fastest = FASTEST.get(backend, {}).get(kind, "xla")
+    if fastest == "onednn" and not _onednn_fits():
+        return "xla"
+    return fastest
+
+
+def _onednn_fits() -> bool:
+    """Whether "auto" may take oneDNN's conv: it must build and load here (`available`), and
+    run on one device. Its custom call has no partitioning rule, so with the batch sharded over
+    several devices XLA would gather the whole batch onto every device for each conv (correct,
+    but each device would do all the work); XLA's own conv is partitioned."""
+    return jax.device_count() == 1 and onednn_conv.available()
 
 
 def extract_patches(x_bhwc: jax.Array, kernel_size: int, padding: str) -> jax.Array:
@@ -64,16 +78,16 @@ class Conv2D(nn.Module):
     features: int
     kernel_size: int = 3
     padding: str = "SAME"
-    impl: str = "auto"  # "xla", "im2col", "shifted" or "auto" (the faster here: `resolve_impl`)
+    impl: str = "auto"  # "xla", "im2col", "shifted", "onednn" or "auto" (`resolve_impl`)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:
         impl = resolve_impl("conv", self.impl)
-        if impl not in ("xla", "im2col", "shifted"):
-            raise ValueError(
-                f"conv_impl must be 'xla', 'im2col', 'shifted' or 'auto', got {self.impl!r}")
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {', '.join(CONV_IMPLS)} or 'auto', "
+                             f"got {self.impl!r}")
         in_ch = x_bhwc.shape[-1]
         kernel_shape = (self.kernel_size, self.kernel_size, in_ch, self.features)
         # Same initialisers and names as nn.Conv, so both impls share one parameter tree.
@@ -90,6 +104,8 @@ class Conv2D(nn.Module):
             return y + bias
         if impl == "shifted":
             return conv_shifted(x_bhwc, kernel, self.padding) + bias
+        if impl == "onednn":
+            return conv_onednn(x_bhwc, kernel, self.padding) + bias
         patches = extract_patches(x_bhwc, self.kernel_size, self.padding)
         return patches @ kernel.reshape(-1, self.features) + bias
 
