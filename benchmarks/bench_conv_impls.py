@@ -17,6 +17,9 @@ slows them alike; it prints each candidate's median milliseconds and the median 
   the library: see the result in the README);
 - step: the whole train step (`bench_train_speed.convjax_step`) per `conv_impl`/`pool_impl`.
 
+oneDNN's conv (`models/onednn_conv.py`) joins layers and step where it builds. Each conv's
+forward and gradients on their own: `benchmarks/profile_train_step.py --conv-impl onednn`.
+
 Runtime on 2 cores shared with another job: layers ~90 s (--rounds 3), act ~10 s, step
 ~60 s. I/O (clocks, prints); what it times is pure.
 """
@@ -33,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.bench_train_speed import convjax_step
+from convjax.models import onednn_conv
 from convjax.models.layers import extract_patches
 from convjax.models.shifted_conv import DKERNEL, DX, conv_shifted, make_conv_shifted
 
@@ -84,6 +88,8 @@ def conv_candidates(variants: bool = True) -> dict[str, Callable]:
         "xla": lambda x, k: jax.lax.conv_general_dilated(
             x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
     }
+    if onednn_conv.available():
+        convs["onednn"] = onednn_conv.conv_onednn
     if not variants:
         return {**convs, "shifted": conv_shifted}
     for dk in DKERNEL:
@@ -164,7 +170,8 @@ def part_act(rounds: int) -> None:
 
 
 def part_step(rounds: int) -> None:
-    impls = (("im2col", "reshape"), ("shifted", "reshape"), ("xla", "reshape"), ("xla", "xla"))
+    impls = (("im2col", "reshape"), ("shifted", "reshape"), ("xla", "reshape"), ("xla", "xla"),
+             ("onednn", "reshape"))
     steps = {f"conv {conv}, pool {pool}": convjax_step(conv, pool) for conv, pool in impls}
     report("course CNN train step, batch 128", alternate(steps, rounds, 3))
 

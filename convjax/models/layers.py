@@ -26,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from convjax.models import onednn_conv
+# The module, not its names: `available` is looked up when called (tests replace it).
+import convjax.models.onednn_conv as onednn_conv
 from convjax.models.onednn_conv import conv_onednn
 from convjax.models.shifted_conv import conv_shifted, padding_amounts
 
