@@ -16,6 +16,11 @@ skipped. TensorFlow pins its own numpy/ml_dtypes, so it may live in a separate v
 `--tf-python /path/to/venv-tf/bin/python` runs the keras-tensorflow peer there (that venv
 needs only `tensorflow-cpu keras`). Prints images/second for each and the ratio to convjax's
 default configuration.
+
+Host memory: by default every peer's process starts with glibc keeping freed memory
+(`GLIBC_TUNABLES`, `convjax/host_memory.py`), which convjax's command line sets for itself and
+which spares XLA:CPU a page fault per scratch page per step; `--host-memory default` runs all
+peers with glibc's defaults. Both are in the README.
 """
 
 from __future__ import annotations
@@ -156,9 +161,9 @@ PEERS = {
 }
 
 
-def _child(name: str, steps: int, python: str) -> dict:
+def _child(name: str, steps: int, python: str, env: dict) -> dict:
     proc = subprocess.run([python, __file__, "--child", name, "--steps", str(steps)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         reason = (proc.stderr.strip().splitlines() or ["failed"])[-1]
@@ -174,18 +179,27 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(PEERS), help="comma-separated peer names")
     parser.add_argument("--tf-python", default=sys.executable,
                         help="interpreter for the keras-tensorflow peer (a venv with tensorflow)")
+    parser.add_argument("--host-memory", choices=["keep", "default"], default="keep",
+                        help="keep: every peer runs with glibc keeping freed memory, as "
+                             "convjax's command line sets it (convjax/host_memory.py); "
+                             "default: glibc's defaults for every peer")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps({"name": args.child, "images_per_s": PEERS[args.child](args.steps)}))
         return
     names = args.only.split(",")
+    env = dict(os.environ)
+    if args.host_memory == "keep":
+        from convjax.host_memory import TUNABLES  # here: the TensorFlow venv lacks convjax
+
+        env["GLIBC_TUNABLES"] = TUNABLES
     speeds: dict[str, list[float]] = {name: [] for name in names}
     skipped: dict[str, str] = {}
     for _ in range(args.runs):  # round after round, so a change of load hits every peer
         for name in names:
             python = args.tf_python if name == "keras-tensorflow" else sys.executable
-            result = _child(name, args.steps, python)
+            result = _child(name, args.steps, python, env)
             if "images_per_s" in result:
                 speeds[name].append(result["images_per_s"])
             else:
@@ -193,7 +207,7 @@ def main() -> None:
     median = {name: statistics.median(v) for name, v in speeds.items() if v}
     print(f"\n{'framework':<22}{'images/s':>10}{'vs convjax':>12}{'vs pytorch':>12}   runs"
           f"   (batch {BATCH}, {args.steps} timed steps, median of {args.runs} run(s), "
-          f"{os.cpu_count()} CPUs)")
+          f"{os.cpu_count()} CPUs, host memory: {args.host_memory})")
     for name in names:
         if name not in median:
             print(f"{name:<22}{'skipped':>10}   {skipped.get(name, '')}")

@@ -88,9 +88,11 @@ def main(
     except ValueError as err:
         parser.error(str(err))
     from convjax.config_fields import ConfigError
+    from convjax.host_memory import keep_freed_memory
     from convjax.rundir import RunRefused
     from convjax.train import Interrupted
 
+    keep_freed_memory()  # before JAX starts its backend's threads (host_memory says why)
     run = load_runner()
     try:
         return run(cfg, args.workdir, restart=args.restart)

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from convjax import cli
+from convjax import cli, host_memory
 from convjax.config import Config, TrainConfig, leaves
 from convjax.config_fields import type_name
 
@@ -22,8 +22,11 @@ def smoke() -> Config:
 
 @pytest.fixture
 def runner(monkeypatch):
-    """A stand-in for convjax.train that records its calls (the real one loads data)."""
+    """A stand-in for convjax.train that records its calls (the real one loads data), and
+    records the allocator setting instead of changing the test process's (host_memory)."""
     calls = []
+    monkeypatch.setattr(host_memory, "keep_freed_memory",
+                        lambda: calls.append("keep_freed_memory"))
     fake = types.ModuleType("convjax.train")
     fake.train_and_evaluate = lambda cfg, workdir, **kwargs: calls.append(
         (cfg, workdir, kwargs)) or {"ok": True}
@@ -65,7 +68,8 @@ def test_arguments_reach_the_runner(runner):
     result = cli.main(experiment, smoke, "", ["--workdir", "runs/a", "--set", "train.epochs=3",
                                               "--set", "model.dense=()"])
     assert result == {"ok": True}
-    ((cfg, workdir, kwargs),) = runner
+    assert runner[0] == "keep_freed_memory"  # before the runner starts JAX's threads
+    ((cfg, workdir, kwargs),) = runner[1:]
     assert cfg == dataclasses.replace(
         experiment(), train=dataclasses.replace(experiment().train, epochs=3),
         model=dataclasses.replace(experiment().model, dense=()))
@@ -75,6 +79,6 @@ def test_arguments_reach_the_runner(runner):
 def test_smoke_and_restart(runner):
     cli.main(experiment, smoke, "", ["--workdir", "w", "--smoke", "--restart",
                                      "--set", "train.batch_size=2"])
-    ((cfg, _, kwargs),) = runner
+    ((cfg, _, kwargs),) = runner[1:]
     assert (cfg.train.epochs, cfg.train.batch_size) == (1, 2)
     assert kwargs == {"restart": True}
