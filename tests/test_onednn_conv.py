@@ -9,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 from convjax.loop import fit
 from convjax.models import layers, onednn_conv
+from convjax.models.cnn import CNN, ModelConfig, resolved_impls
 from convjax.models.onednn_conv import OneDnnUnavailable, conv_onednn
 from convjax.optim import OptimConfig
 from convjax.sharding import make_mesh
@@ -120,6 +121,14 @@ def test_auto_takes_onednn_on_one_cpu_device_only(monkeypatch):
     monkeypatch.setattr(layers.jax, "device_count", lambda: 1)
     assert layers.resolve_impl("conv", "auto") == "onednn"
     assert layers.resolve_impl("conv", "auto", "gpu") == "xla"
+    # oneDNN's conv computes in float32 only; mixed precision keeps XLA's.
+    assert layers.resolve_impl("conv", "auto", dtype="bfloat16") == "xla"
+    assert resolved_impls(ModelConfig(dtype="bfloat16"))["conv_impl"] == "xla"
+    assert resolved_impls(ModelConfig())["conv_impl"] == "onednn"
+    tiny_bf16 = ModelConfig(conv_filters=(4,), convs_per_block=1, dense=(), num_classes=3,
+                            dtype="bfloat16")
+    x = jnp.ones((2, 8, 8, 3))
+    CNN(tiny_bf16).init_with_output(jax.random.key(0), x)  # would be refused by oneDNN
     monkeypatch.setattr(onednn_conv, "available", lambda: False)
     assert layers.resolve_impl("conv", "auto") == "xla"
 

@@ -78,7 +78,7 @@ class ModelConfig:
 
 def resolved_impls(cfg: ModelConfig, backend: str | None = None) -> dict[str, str]:
     """The formulations the CNN runs with on `backend` (default: the running one)."""
-    return {"conv_impl": resolve_impl("conv", cfg.conv_impl, backend),
+    return {"conv_impl": resolve_impl("conv", cfg.conv_impl, backend, cfg.dtype),
             "pool_impl": resolve_impl("pool", cfg.pool_impl, backend)}
 
 

@@ -12,7 +12,7 @@ compare them); they were written for XLA:CPU, where three parts of a CNN were sl
   kernels, the ones PyTorch uses on CPU, called from the jitted program through `jax.ffi`.
 
 Measured on the course CNN (README, "Training speed"), with jax/jaxlib 0.10.2 on CPU: a train
-step with oneDNN's conv runs at about 1.6x the speed of one with XLA's conv, which in turn
+step with oneDNN's conv runs at 1.6-1.9x the speed of one with XLA's conv, which in turn
 beats im2col and `shifted` (whose thin (Cin, Cout) products are bound by memory traffic); the
 reshape max-pool beats `select_and_scatter`. Every `impl` defaults to "auto": `resolve_impl`
 picks the one measured fastest on the running backend when the model is built.
@@ -38,14 +38,16 @@ CONV_IMPLS = ("xla", "im2col", "shifted", "onednn")
 FASTEST = {"cpu": {"conv": "onednn", "pool": "reshape", "depthwise": "shifted"}}
 
 
-def resolve_impl(kind: str, impl: str, backend: str | None = None) -> str:
+def resolve_impl(kind: str, impl: str, backend: str | None = None,
+                 dtype: Any = jnp.float32) -> str:
     """`impl` itself, or for "auto" the fastest formulation of layer `kind` ("conv", "pool" or
-    "depthwise") on `backend` (default: the running one, `jax.default_backend()`)."""
+    "depthwise") on `backend` (default: the running one, `jax.default_backend()`) for a layer
+    computing in `dtype`."""
     if impl != "auto":
         return impl
     backend = jax.default_backend() if backend is None else backend
     fastest = FASTEST.get(backend, {}).get(kind, "xla")
-    if fastest == "onednn" and not _onednn_fits():
+    if fastest == "onednn" and not (jnp.dtype(dtype) == jnp.float32 and _onednn_fits()):
         return "xla"
     return fastest
 
@@ -85,7 +87,7 @@ class Conv2D(nn.Module):
 
     @nn.compact
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:
-        impl = resolve_impl("conv", self.impl)
+        impl = resolve_impl("conv", self.impl, dtype=self.dtype)
         if impl not in CONV_IMPLS:
             raise ValueError(f"conv_impl must be one of {', '.join(CONV_IMPLS)} or 'auto', "
                              f"got {self.impl!r}")

@@ -109,9 +109,10 @@ def register() -> None:
     """Build (once) and register the three handlers with XLA:CPU (once per process)."""
     path = build()
     # oneDNN's threads are OpenMP's, which by default spin for a while after each conv; that
-    # spinning takes the cores from XLA's own threads running the ops in between (measured:
-    # about 690 images/s with OMP_WAIT_POLICY=active, ~1,100 passive, README). libgomp reads
-    # this once, when it is loaded just below; a value the user set is kept.
+    # spinning takes the cores from XLA's own threads running the ops in between (course CNN,
+    # images/s, 3 runs: 662 with OMP_WAIT_POLICY=active, 1,046 with libgomp's default, 1,095
+    # passive; README). libgomp reads this once, when it is loaded just below; a value the
+    # user set is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     lib = ctypes.cdll.LoadLibrary(str(path))
     for name in TARGETS.values():
