@@ -9,14 +9,14 @@ inside the jitted JAX program, so the step, the loop and the functional design a
 Measured per layer and for the whole step in the README ("Training speed").
 
 oneDNN comes from PyPI (`onednn-cpu-gomp` and its headers in `onednn-devel-cpu-gomp`, both
-x86-64 Linux). The handlers (`onednn_conv.cc`, ~150 lines) are compiled on first use with the
+x86-64 Linux). The handlers (`onednn_conv.cc`, ~170 lines) are compiled on first use with the
 system's C++ compiler against those headers and JAX's own FFI headers, into a cache directory
 keyed by a hash of the source and both libraries' versions (a few seconds, once per machine:
 no binary is shipped, so it always matches the installed jaxlib). `available()` says whether
 that works here; the model's `conv_impl="auto"` uses this conv on CPU only when it does.
 
-float32 only (oneDNN's CPU bfloat16 needs AVX-512 BF16 hardware); other dtypes are refused at
-trace time.
+float32 only (the handlers bind float32 buffers); other dtypes are refused at trace time, and
+`auto` keeps XLA's conv for a layer computing in another dtype.
 """
 
 from __future__ import annotations
