@@ -20,7 +20,8 @@ threads that allocate afterwards, so it must run before JAX starts its backend (
 take an arena at their first allocation): the experiments' command line calls it just before
 the runner. The costs: the process keeps its peak heap until it exits, and threads share one
 arena's lock (the image-folder decoder's thread pool, `benchmarks/bench_folder_loader.py`,
-decoded at 2.05x its single-threaded baseline with the setting and 2.06x without). `CONVJAX_KEEP_FREED_MEMORY=0` turns it off; off glibc it does nothing.
+decoded at 2.05x its single-threaded baseline with the setting and 2.06x without).
+`CONVJAX_KEEP_FREED_MEMORY=0` turns it off; off glibc it does nothing.
 
 Why not jemalloc or tcmalloc (the remedy PyTorch's CPU tuning guides give): they are
 preloaded when a process starts (LD_PRELOAD), which a library cannot do for its user, while
