@@ -103,6 +103,13 @@ def test_compiler_problems_are_one_clear_error(tmp_path, monkeypatch, compiler, 
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
 
 
+def test_an_unwritable_cache_is_named(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("CONVJAX_KERNEL_CACHE", str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(OneDnnUnavailable, match="cannot write the kernel cache .*a-file"):
+        onednn_conv.build()
+
+
 def test_build_is_cached_by_source_and_versions(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVJAX_KERNEL_CACHE", str(tmp_path))
     first = onednn_conv.build()

@@ -90,18 +90,25 @@ def build() -> Path:
     if shutil.which(compiler) is None:
         raise OneDnnUnavailable(f"conv_impl='onednn' compiles its handlers with a C++ compiler; "
                                 f"{compiler!r} was not found (set CXX)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
-               f"-I{jax.ffi.include_dir()}", f"-I{include}", str(SOURCE), "-o", str(out),
-               f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise OneDnnUnavailable(f"compiling {SOURCE.name} failed: {last}")
-        os.replace(out, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            _compile(compiler, include, lib, Path(tmp) / target.name)
+            os.replace(Path(tmp) / target.name, target)
+    except OSError as err:
+        raise OneDnnUnavailable(f"cannot write the kernel cache {target.parent}: "
+                                f"{err.strerror} (set CONVJAX_KERNEL_CACHE)") from None
     return target
+
+
+def _compile(compiler: str, include: Path, lib: Path, out: Path) -> None:
+    cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+           f"-I{jax.ffi.include_dir()}", f"-I{include}", str(SOURCE), "-o", str(out),
+           f"-L{lib}", "-ldnnl", f"-Wl,-rpath,{lib}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise OneDnnUnavailable(f"compiling {SOURCE.name} failed: {last}")
 
 
 @functools.cache
