@@ -122,6 +122,15 @@ def test_build_is_cached_by_source_and_versions(tmp_path, monkeypatch):
         onednn_conv.build()
 
 
+def test_unavailable_says_why_once(monkeypatch):
+    def fail():
+        raise OneDnnUnavailable("'g++' was not found (set CXX)")
+
+    monkeypatch.setattr(onednn_conv, "register", fail)
+    with pytest.warns(RuntimeWarning, match="runs XLA's: 'g\\+\\+' was not found"):
+        assert onednn_conv.available.__wrapped__() is False
+
+
 def test_auto_takes_onednn_on_one_cpu_device_only(monkeypatch):
     assert jax.device_count() == 4  # conftest's fake devices: the batch may be sharded
     assert layers.resolve_impl("conv", "auto") == "xla"

@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -129,10 +130,13 @@ def register() -> None:
 
 @functools.cache
 def available() -> bool:
-    """True when the handlers can be built and loaded here (what `conv_impl="auto"` asks)."""
+    """True when the handlers can be built and loaded here (what `conv_impl="auto"` asks).
+    When not, says why once (a warning): `auto` then runs XLA's conv, at 0.5-0.6x the speed."""
     try:
         register()
-    except (OneDnnUnavailable, OSError):
+    except (OneDnnUnavailable, OSError) as err:
+        warnings.warn(f"oneDNN's conv is unavailable here, so conv_impl='auto' runs XLA's: "
+                      f"{err}", RuntimeWarning, stacklevel=2)
         return False
     return True
 
