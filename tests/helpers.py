@@ -31,10 +31,15 @@ def require_module(name: str):
     try:
         return importlib.import_module(name)
     except ImportError as err:
-        message = f"{name} not importable ({err}); pip install 'convjax[test]', see pyproject"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " -- required under CI=true")
-        pytest.skip(message)
+        skip_or_fail_under_ci(
+            f"{name} not importable ({err}); pip install 'convjax[test]', see pyproject")
+
+
+def skip_or_fail_under_ci(message: str):
+    """Skip the test with `message`, or fail it under CI (CI=true)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " -- required under CI=true")
+    pytest.skip(message)
 
 
 TINY_MODEL = ModelConfig(conv_filters=(4,), convs_per_block=1, dropout=0.1, dense=(8,),
@@ -120,7 +125,4 @@ def require_onednn():
     try:
         onednn_conv.register()
     except (onednn_conv.OneDnnUnavailable, OSError) as err:
-        message = f"oneDNN conv unavailable here ({err})"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " -- required under CI=true")
-        pytest.skip(message)
+        skip_or_fail_under_ci(f"oneDNN conv unavailable here ({err})")
