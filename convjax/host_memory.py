@@ -7,7 +7,7 @@ allocated with malloc and freed when the step ends. glibc hands blocks that larg
 mmap and gives them back with munmap, so each step the kernel zero-fills ~39,000 fresh 4 KB
 pages again on first touch. Measured on the 2-core machine (README, "Training speed"): 38,800
 minor page faults and 60 ms of system time per 115 ms step; with memory kept, none, and the
-step takes 83 ms.
+step takes 78-85 ms.
 
 `keep_freed_memory()` asks glibc (`mallopt`) to serve large blocks from its heap and to keep
 what is freed: the same as starting the process with the environment variable

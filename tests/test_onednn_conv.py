@@ -122,7 +122,7 @@ def test_build_is_cached_by_source_and_versions(tmp_path, monkeypatch):
         onednn_conv.build()
 
 
-def test_unavailable_says_why_once(monkeypatch):
+def test_unavailable_says_why_in_a_warning(monkeypatch):
     def fail():
         raise OneDnnUnavailable("'g++' was not found (set CXX)")
 

@@ -119,8 +119,8 @@ def register() -> None:
     # oneDNN's threads are OpenMP's, which by default spin for a while after each conv; that
     # spinning takes the cores from XLA's own threads running the ops in between (course CNN,
     # images/s, 3 runs: 662 with OMP_WAIT_POLICY=active, 1,046 with libgomp's default, 1,095
-    # passive; README). libgomp reads this once, when it is loaded just below; a value the
-    # user set is kept.
+    # passive; README). libgomp reads this once, when it is loaded (just below, unless
+    # another library in the process loaded it first); a value the user set is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     lib = ctypes.cdll.LoadLibrary(str(path))
     for name in TARGETS.values():
