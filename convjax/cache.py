@@ -1,7 +1,8 @@
 """Where convjax keeps what it computes once: decoded image folders, converted weights, features.
 
 I/O helpers only. One root, `$CONVJAX_CACHE` or `~/.cache/convjax`, with a sub-folder per kind
-(`folders/`, `archives/`, `weights/`), and one file-hash function for cache keys and checks.
+(`folders/`, `archives/`, `weights/`, `kernels/`), and one file-hash function for cache keys
+and checks.
 """
 
 from __future__ import annotations

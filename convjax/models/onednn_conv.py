@@ -10,10 +10,11 @@ Measured per layer and for the whole step in the README ("Training speed").
 
 oneDNN comes from PyPI (`onednn-cpu-gomp` and its headers in `onednn-devel-cpu-gomp`, both
 x86-64 Linux). The handlers (`onednn_conv.cc`, ~170 lines) are compiled on first use with the
-system's C++ compiler against those headers and JAX's own FFI headers, into a cache directory
-keyed by a hash of the source and both libraries' versions (a few seconds, once per machine:
-no binary is shipped, so it always matches the installed jaxlib). `available()` says whether
-that works here; the model's `conv_impl="auto"` uses this conv on CPU only when it does.
+system's C++ compiler against those headers and JAX's own FFI headers, into
+`$CONVJAX_CACHE/kernels/` (`convjax.cache`), keyed by a hash of the source and both
+libraries' versions (a few seconds, once per machine: no binary is shipped, so it always
+matches the installed jaxlib). `available()` says whether that works here; the model's
+`conv_impl="auto"` uses this conv on CPU only when it does.
 
 float32 only (the handlers bind float32 buffers); other dtypes are refused at trace time, and
 `auto` keeps XLA's conv for a layer computing in another dtype.
@@ -37,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convjax.cache import cache_root
 from convjax.models.shifted_conv import padding_amounts
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
@@ -51,9 +53,8 @@ class OneDnnUnavailable(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where the compiled handlers live: $CONVJAX_KERNEL_CACHE, else ~/.cache/convjax."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convjax"
-    return Path(os.environ.get("CONVJAX_KERNEL_CACHE", default))
+    """Where the compiled handlers live: `kernels/` under convjax's cache root."""
+    return cache_root() / "kernels"
 
 
 def _package_dir(dist: str, suffix: str) -> Path:
@@ -98,7 +99,7 @@ def build() -> Path:
             os.replace(Path(tmp) / target.name, target)
     except OSError as err:
         raise OneDnnUnavailable(f"cannot write the kernel cache {target.parent}: "
-                                f"{err.strerror} (set CONVJAX_KERNEL_CACHE)") from None
+                                f"{err.strerror} (set CONVJAX_CACHE)") from None
     return target
 
 
